@@ -1,0 +1,107 @@
+"""COCO keypoint evaluation through pycocotools' COCOeval (iouType 'keypoints'), and COCO results files.
+
+The ten numbers are pycocotools' own, by name: AP, AP50, AP75, APm, APl (average precision over OKS thresholds
+0.50:0.05:0.95, at 0.5, at 0.75, for medium and large people) and the same five for average recall, all at maxDets 20.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from pose_edge.errors import DataError
+from pose_edge.fsutil import atomic_write_json
+from pose_edge.keypoints import NUM_KEYPOINTS
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+PERSON_CATEGORY_ID = 1
+
+
+def results_from_arrays(image_ids, keypoints, scores) -> list[dict]:
+    """COCO keypoint results from arrays: image_ids [P], keypoints [P, K, 3] (x, y, confidence), scores [P]."""
+    image_ids = np.asarray(image_ids).reshape(-1)
+    keypoints = np.asarray(keypoints, dtype=np.float64).reshape(len(image_ids), -1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if keypoints.shape[1] != 3 * NUM_KEYPOINTS or len(scores) != len(image_ids):
+        raise ValueError(f"expected keypoints [P, {NUM_KEYPOINTS}, 3] and scores [P] for P={len(image_ids)} images")
+    return [
+        {"image_id": int(i), "category_id": PERSON_CATEGORY_ID, "keypoints": [round(float(v), 3) for v in k],
+         "score": round(float(s), 6)}
+        for i, k, s in zip(image_ids, keypoints, scores)
+    ]
+
+
+def write_results(path: str | Path, results: list[dict]) -> None:
+    atomic_write_json(path, results)
+
+
+def read_results(path: str | Path) -> list[dict]:
+    path = Path(path)
+    try:
+        results = json.loads(path.read_text())
+    except OSError as e:
+        raise DataError(f"{path}: cannot read results file ({e.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON, the file is corrupt or truncated ({e})") from None
+    if not isinstance(results, list):
+        raise DataError(f"{path}: a COCO results file is a JSON list of detections")
+    return results
+
+
+def _validate_results(results: list[dict], gt_image_ids: set[int]) -> None:
+    for r in results:
+        if not isinstance(r, dict) or not {"image_id", "keypoints", "score"} <= r.keys():
+            raise DataError(f"a result needs image_id, keypoints and score: {str(r)[:80]}")
+        if r["image_id"] not in gt_image_ids:
+            raise DataError(f"result for image {r['image_id']!r}, which the ground truth does not contain")
+        kps = r["keypoints"]
+        if len(kps) != 3 * NUM_KEYPOINTS or not all(math.isfinite(v) for v in kps) or not math.isfinite(r["score"]):
+            raise DataError(f"result for image {r['image_id']} needs {3 * NUM_KEYPOINTS} finite keypoint values "
+                            "and a finite score")
+
+
+def evaluate_keypoints(gt, results) -> dict[str, float]:
+    """COCO keypoint AP/AR of `results` against `gt`.
+
+    gt: an annotation-file path or a pycocotools COCO object; results: a list of COCO result dicts or the path of a
+    results JSON. Every image of the ground truth is evaluated; no results at all scores zero.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    from pose_edge.data.coco import load_coco
+
+    coco_gt = load_coco(gt) if isinstance(gt, (str, Path)) else gt
+    if isinstance(results, (str, Path)):
+        results = read_results(results)
+    _validate_results(results, set(coco_gt.imgs))
+    if not results:
+        return {name: 0.0 for name in STAT_NAMES}
+    results = [dict(r, category_id=PERSON_CATEGORY_ID) for r in results]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(results)
+        evaluator = COCOeval(coco_gt, coco_dt, "keypoints")
+        evaluator.params.imgIds = sorted(coco_gt.imgs)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    # pycocotools reports -1 where a category has no ground truth at all; that is a zero for our purposes.
+    return {name: max(float(v), 0.0) for name, v in zip(STAT_NAMES, evaluator.stats)}
+
+
+def ground_truth_as_results(coco_gt) -> list[dict]:
+    """Every labelled, non-crowd person of `coco_gt` as a perfect prediction (score 1): scores AP 1.0."""
+    return [
+        {"image_id": a["image_id"], "category_id": PERSON_CATEGORY_ID, "keypoints": list(a["keypoints"]),
+         "score": 1.0}
+        for a in coco_gt.dataset["annotations"]
+        if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0
+    ]
+
+
+def format_stats(stats: dict[str, float]) -> str:
+    return "  ".join(f"{name} {stats[name]:.3f}" for name in STAT_NAMES)
