@@ -82,5 +82,32 @@ def models_cmd(as_json: bool) -> None:
         click.echo(describe.format_table(rows))
 
 
+@main.command("eval")
+@click.argument("artifact")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Data set folder (built-in layout or COCO 2017).")
+@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the ten statistics as JSON.")
+def eval_cmd(artifact: str, data_dir: Path, split: str, as_json: bool) -> None:
+    """COCO keypoint AP/AR (pycocotools) of ARTIFACT on a data set.
+
+    ARTIFACT is `gt` (the ground truth scored as predictions: a check of the data and the scorer, AP 1.0) or a
+    COCO keypoint results JSON.
+    """
+    from pose_edge import evaluate
+    from pose_edge.data.coco import find_split, load_coco
+
+    ann_file, _ = find_split(data_dir, split)
+    coco_gt = load_coco(ann_file)
+    if artifact == "gt":
+        results = evaluate.ground_truth_as_results(coco_gt)
+    elif artifact.endswith(".json"):
+        results = evaluate.read_results(artifact)
+    else:
+        raise PoseEdgeError(f"cannot evaluate {artifact!r}: expected `gt` or a COCO results .json")
+    stats = evaluate.evaluate_keypoints(coco_gt, results)
+    click.echo(json.dumps(stats, indent=2) if as_json else evaluate.format_stats(stats))
+
+
 if __name__ == "__main__":
     sys.exit(main())

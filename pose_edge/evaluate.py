@@ -43,7 +43,7 @@ def write_results(path: str | Path, results: list[dict]) -> None:
 def read_results(path: str | Path) -> list[dict]:
     path = Path(path)
     try:
-        results = json.loads(path.read_text())
+        results = json.loads(path.read_bytes())
     except OSError as e:
         raise DataError(f"{path}: cannot read results file ({e.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -17,7 +17,7 @@ import numpy as np
 from pose_edge.errors import DataError
 from pose_edge.keypoints import NUM_KEYPOINTS
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "video")
 
 
 def find_split(root: str | Path, split: str) -> tuple[Path, Path]:
@@ -78,11 +78,11 @@ def load_coco(ann_file: str | Path):
 
     ann_file = Path(ann_file)
     try:
-        text = ann_file.read_text()
+        raw = ann_file.read_bytes()
     except OSError as e:
         raise DataError(f"{ann_file}: cannot read annotation file ({e.strerror})") from None
     try:
-        dataset = json.loads(text)
+        dataset = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{ann_file}: not valid JSON, the file is corrupt or truncated ({e})") from None
     validate_keypoints_dataset(dataset, ann_file)
