@@ -8,4 +8,4 @@ echo "== 1. built-in synthetic COCO-keypoints data set"
 pose-edge data synth --out "$DEMO/data" --train 400 --val 100 --seed 0 --size 320x240
 
 echo "== 2. ground truth scored as predictions (the evaluation's sanity check)"
-pose-edge eval-gt --data "$DEMO/data"
+pose-edge eval gt --data "$DEMO/data"

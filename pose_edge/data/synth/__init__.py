@@ -133,6 +133,8 @@ def format_stats(stats: dict) -> str:
         if split not in stats:
             continue
         s = stats[split]
+        if not s["images"]:
+            continue
         hist = " ".join(f"{k}:{c}" for k, c in s["people_per_image"].items())
         h = s["person_height_px"]
         lines.append(
