@@ -29,15 +29,22 @@ class KapaoLabels:
     def row_width(self) -> int:
         return 5 + 3 * self.num_keypoints
 
-    def encode(self, boxes: np.ndarray, keypoints: np.ndarray, canvas_size: tuple[int, int]) -> np.ndarray:
+    def encode(self, boxes: np.ndarray, keypoints: np.ndarray, canvas_size: tuple[int, int],
+               pose_mask: np.ndarray | None = None) -> np.ndarray:
         """boxes [P, 4] (x, y, w, h) top-left corner boxes as COCO writes them, keypoints [P, K, 3] (x, y, v), both in
-        canvas pixels; canvas_size (h, w) -> rows float32 [T, 5 + 3K], pose objects first, in the order given."""
+        canvas pixels; canvas_size (h, w) -> rows float32 [T, 5 + 3K], pose objects first, in the order given.
+
+        pose_mask [P] bool (default all): people that get a pose object. Keypoint objects come from every person's
+        labelled keypoints inside the canvas, also from a person whose box augmentation cut away.
+        """
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         keypoints = np.asarray(keypoints, np.float32).reshape(len(boxes), self.num_keypoints, 3)
         poses = np.zeros((len(boxes), self.row_width), np.float32)
         poses[:, 1:3] = boxes[:, 0:2] + boxes[:, 2:4] / 2
         poses[:, 3:5] = boxes[:, 2:4]
-        poses[:, 5:] = keypoints.reshape(len(boxes), -1)
+        poses[:, 5:] = keypoints.reshape(len(boxes), 3 * self.num_keypoints)
+        if pose_mask is not None:
+            poses = poses[np.asarray(pose_mask, bool)]
         if not self.num_keypoints:
             return poses
         height, width = canvas_size
