@@ -1,0 +1,140 @@
+"""What an exported graph says about itself: the model, its input format, its outputs and its precision.
+
+Written by pose_edge.export into the ONNX model's metadata (key `pose_edge`, one JSON object) and copied into every
+engine's sidecar, so that a runtime needs nothing but the artefact to feed it and decode it. Torch-free and onnx-free:
+ONNX Runtime hands the metadata over as a string map.
+
+Input formats:
+    "uint8_nhwc_bgr"   uint8 [N, H, W, 3] in OpenCV's BGR order, exactly what Backend.run receives; the cast, the
+                       channel flip, the transpose to NCHW and (x - mean) / std happen inside the graph.
+    "float32_nchw"     float32 [N, 3, H, W] already normalised (pose_edge.runtime.backend.normalize does it on the host).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from pose_edge import __version__
+from pose_edge.errors import ArtifactError
+from pose_edge.runtime.meta import ModelMeta
+
+METADATA_KEY = "pose_edge"
+FORMAT_VERSION = 1
+INPUT_FORMATS = ("uint8_nhwc_bgr", "float32_nchw")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """name; dtype ("uint8", "float32", "float16"); layout letters (glossary of pose_edge.keypoints, e.g. "NHWC");
+    shape with None for a dynamic axis."""
+
+    name: str
+    dtype: str
+    layout: str
+    shape: tuple
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TensorInfo":
+        return cls(d["name"], d["dtype"], d["layout"], tuple(d["shape"]))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "layout": self.layout, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """Everything a runtime needs to know about an exported graph besides its weights.
+
+    input_format: one of INPUT_FORMATS. outputs: in the order forward returns them (heatmaps [N, K, H/4, W/4] for the
+    Simple Baseline; one raw grid [N, A*D, H/S, W/S] per stride for KAPAO and the person detector).
+    dynamic_size: whether H and W of the input may differ from meta.input (multiples of the largest stride).
+    details: how the precision was reached (FP16 ops kept in FP32, INT8 layers kept out, calibration), for humans.
+    """
+
+    meta: ModelMeta
+    precision: str
+    input_format: str
+    input: TensorInfo
+    outputs: tuple[TensorInfo, ...]
+    dynamic_size: bool = False
+    pose_edge_version: str = __version__
+    details: dict = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT_VERSION,
+            "model_meta": self.meta.to_dict(),
+            "precision": self.precision,
+            "input_format": self.input_format,
+            "input": self.input.to_dict(),
+            "outputs": [o.to_dict() for o in self.outputs],
+            "dynamic_size": self.dynamic_size,
+            "pose_edge_version": self.pose_edge_version,
+            "details": self.details,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "model") -> "GraphInfo":
+        try:
+            if d.get("format") != FORMAT_VERSION:
+                raise ValueError(f"metadata format {d.get('format')!r}, this pose-edge reads {FORMAT_VERSION}")
+            info = cls(
+                meta=ModelMeta.from_dict(d["model_meta"]),
+                precision=d["precision"],
+                input_format=d["input_format"],
+                input=TensorInfo.from_dict(d["input"]),
+                outputs=tuple(TensorInfo.from_dict(o) for o in d["outputs"]),
+                dynamic_size=bool(d.get("dynamic_size", False)),
+                pose_edge_version=d.get("pose_edge_version", "?"),
+                details=d.get("details", {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"{source}: pose-edge metadata is malformed ({e}); re-export it with "
+                                "`pose-edge export`") from None
+        if info.precision not in PRECISIONS or info.input_format not in INPUT_FORMATS:
+            raise ArtifactError(f"{source}: unknown precision {info.precision!r} or input format "
+                                f"{info.input_format!r}; re-export it with this pose-edge")
+        return info
+
+    @classmethod
+    def from_metadata_map(cls, props: dict, source: str = "model") -> "GraphInfo":
+        """From ONNX metadata_props (ONNX Runtime's custom_metadata_map)."""
+        text = props.get(METADATA_KEY)
+        if text is None:
+            raise ArtifactError(f"{source} has no pose-edge metadata: export it with `pose-edge export`, which "
+                                "records the model, its input format and its outputs inside the file")
+        try:
+            return cls.from_dict(json.loads(text), source)
+        except json.JSONDecodeError as e:
+            raise ArtifactError(f"{source}: pose-edge metadata is not valid JSON ({e})") from None
+
+
+def prepare_input(images, info: GraphInfo):
+    """uint8 [N, H, W, 3] BGR (Backend.run's input) -> the array the graph takes, per info.input_format.
+
+    H, W must equal the model's input size unless the graph has a dynamic size (then multiples of the largest stride).
+    """
+    import numpy as np
+
+    from pose_edge.errors import PoseEdgeError
+    from pose_edge.runtime.backend import normalize
+
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
+        raise PoseEdgeError(f"expected a non-empty batch of uint8 BGR images [N, H, W, 3], got {images.dtype} "
+                            f"{images.shape}")
+    spec = info.meta.input
+    h, w = images.shape[1:3]
+    if (h, w) != (spec.height, spec.width):
+        multiple = max(info.meta.strides or (1,))
+        if not info.dynamic_size or h % multiple or w % multiple:
+            what = (f"or multiples of {multiple}" if info.dynamic_size else "(this graph has a fixed size)")
+            raise PoseEdgeError(f"{info.meta.preset} takes {spec.height}x{spec.width} images {what}, got {h}x{w}")
+    if info.input_format == "uint8_nhwc_bgr":
+        return np.ascontiguousarray(images)
+    return normalize(images, spec)

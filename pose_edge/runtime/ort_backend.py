@@ -1,0 +1,63 @@
+"""ONNX Runtime backend: an exported .onnx (FP32, FP16 or INT8 Q/DQ) as a Backend.
+
+Reads the pose-edge metadata inside the model (pose_edge.runtime.graph_meta), feeds the graph the input format it
+declares and returns the outputs as float32 numpy arrays, batch-first, in forward's order. FP16 graphs return FP16
+outputs (what a GPU decoder reads most cheaply); they are widened here because the NumPy decoders work in float32.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pose_edge.errors import ArtifactError
+from pose_edge.runtime.device import gpu_available
+from pose_edge.runtime.graph_meta import GraphInfo, prepare_input
+
+# Providers in the order we prefer them; ONNX Runtime silently falls back to the CPU, so `providers` (what the session
+# really got) is what to report, never what was asked for.
+PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+class OrtBackend:
+    """run(uint8 [N, H, W, 3] BGR) -> list of float32 outputs. meta: ModelMeta; info: GraphInfo; providers: used."""
+
+    def __init__(self, path: str | Path, providers: tuple[str, ...] | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ArtifactError(f"{self.path}: no such ONNX model")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only; the warnings about unused initialisers are noise here
+        if threads:
+            options.intra_op_num_threads = threads
+        available = set(ort.get_available_providers())
+        if not gpu_available():  # the GPU build lists CUDA even without a driver, then logs a page of errors
+            available -= {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+        wanted = [p for p in (providers or PREFERRED_PROVIDERS) if p in available] or ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=wanted)
+        except Exception as e:  # ORT raises its own exception types (InvalidProtobuf, Fail, ...) with long messages
+            raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it, the file is corrupt, truncated or not an "
+                                f"ONNX model ({_one_line(e)}); re-export it with `pose-edge export`") from None
+        self.providers = tuple(self.session.get_providers())
+        self.info = GraphInfo.from_metadata_map(self.session.get_modelmeta().custom_metadata_map, str(self.path))
+        self.meta = self.info.meta
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        """images: uint8 [N, H, W, 3] BGR at meta.input size -> the network's raw outputs as float32, batch-first."""
+        feed = {self.input_name: prepare_input(images, self.info)}
+        outputs = self.session.run(self.output_names, feed)
+        return [o if o.dtype == np.float32 else o.astype(np.float32) for o in outputs]
+
+    def __repr__(self) -> str:
+        return f"OrtBackend({self.path.name}, {self.info.precision}, {','.join(self.providers)})"
