@@ -29,7 +29,8 @@ class InGraphPreprocess(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.input_format == "uint8_nhwc_bgr":
-            x = images.permute(0, 3, 1, 2).to(torch.float32)
+            # Cast first: TensorRT accepts a uint8 tensor only as the input of a Cast
+            x = images.to(torch.float32).permute(0, 3, 1, 2)
             if self.to_rgb:
                 x = x.flip(1)
             x = (x - self.mean) * self.inv_std

@@ -199,15 +199,38 @@ def _normalized(images: np.ndarray, meta: ModelMeta) -> np.ndarray:
 
 
 def optimize(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Constant folding and removal of Identity nodes (onnxscript's optimiser); the graph as it was if that fails."""
-    try:
-        import onnxscript.optimizer
+    """Constant nodes become initialisers, Identity nodes are bypassed, unused initialisers go; node names (which
+    say where in the model a layer sits, and name the layers the INT8 report keeps in float) are kept."""
+    from onnx import numpy_helper
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return onnxscript.optimizer.optimize(proto)
-    except Exception:  # an optimiser bug must not cost the export; the unoptimised graph is still correct
-        return proto
+    g = proto.graph
+    outputs = {o.name for o in g.output}
+    rename: dict[str, str] = {}
+    nodes = []
+    for node in g.node:
+        node.input[:] = [rename.get(i, i) for i in node.input]
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            g.initializer.append(numpy_helper.from_array(numpy_helper.to_array(node.attribute[0].t), node.output[0]))
+            continue
+        if node.op_type == "Identity" and node.output[0] not in outputs:
+            rename[node.output[0]] = node.input[0]
+            continue
+        nodes.append(node)
+    for i, node in enumerate(nodes):
+        if not node.name:
+            node.name = f"/{node.op_type}_{i}"
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {i for n in g.node for i in n.input} | outputs
+    kept = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    # value_info of removed tensors would only confuse later passes
+    names = used | {o for n in g.node for o in n.output}
+    kept_vi = [v for v in g.value_info if v.name in names]
+    del g.value_info[:]
+    g.value_info.extend(kept_vi)
+    return proto
 
 
 def check_model(proto: onnx.ModelProto, what: str) -> None:
