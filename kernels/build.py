@@ -141,8 +141,8 @@ def fatbin_hash(archs=ARCHS, ptx_arch: int | None = PTX_ARCH) -> str:
     return source_hash(extra=(*COMMON_GPU_FLAGS, *nvcc_arch_flags(archs, ptx_arch)))
 
 
-def build_fatbin(archs=ARCHS, ptx_arch: int | None = PTX_ARCH, force: bool = False) -> tuple[Path, list[dict]]:
-    """The cached fatbin for the current sources (built if missing) and its ptxas figures."""
+def build_fatbin(archs=ARCHS, ptx_arch: int | None = PTX_ARCH, force: bool = False) -> tuple[Path, dict]:
+    """The cached fatbin for the current sources (built if missing) and its figures {"nvcc", "rows"} (parse_ptxas)."""
     key = fatbin_hash(archs, ptx_arch)
     folder = cache_root() / f"fatbin-{key}"
     fatbin, figures = folder / FATBIN_NAME, folder / "ptxas.json"
@@ -154,16 +154,16 @@ def build_fatbin(archs=ARCHS, ptx_arch: int | None = PTX_ARCH, force: bool = Fal
             atomic_write_text(figures, json.dumps({"nvcc": nvcc_version(), "rows": rows}, indent=1))
             atomic_write_bytes(fatbin, tmp_out.read_bytes())
             atomic_write_text(folder / (FATBIN_NAME + ".json"), json.dumps({"hash": key}))
-    return fatbin, json.loads(figures.read_text())["rows"]
+    return fatbin, json.loads(figures.read_text())
 
 
-def resources_record(rows: list[dict]) -> dict:
-    """What kernels/ptxas_resources.json holds: the toolchain and, per kernel and arch, registers and smem."""
+def resources_record(figures: dict) -> dict:
+    """What kernels/ptxas_resources.json holds: the toolchain and, per kernel and arch, registers and static smem."""
     table: dict[str, dict[str, dict]] = {}
-    for r in rows:
+    for r in figures["rows"]:
         table.setdefault(r["kernel"], {})[r["arch"]] = {"registers": r["registers"], "smem": r["smem"],
                                                          "stack": r["stack"]}
-    return {"nvcc": nvcc_version(), "flags": list(COMMON_GPU_FLAGS) + ["-O3"], "kernels": table}
+    return {"nvcc": figures["nvcc"], "flags": list(COMMON_GPU_FLAGS) + ["-O3"], "kernels": table}
 
 
 def resources_markdown(record: dict) -> str:
@@ -178,8 +178,11 @@ def resources_markdown(record: dict) -> str:
 # --------------------------------------------------------------------------------------------------------------
 # GPU: NVRTC for the GPU at hand (the fallback when no fatbin fits)
 
-def nvrtc_compile(arch: int, source_dir: Path = KERNEL_DIR, ptx: bool = False) -> bytes:
-    """The GPU source compiled by NVRTC for sm_<arch> (cubin) or compute_<arch> (PTX). Needs no GPU."""
+def nvrtc_compile(arch: int, source_dir: Path = KERNEL_DIR, ptx: bool = False, with_log: bool = False):
+    """The GPU source compiled by NVRTC for sm_<arch> (cubin) or compute_<arch> (PTX). Needs no GPU.
+
+    with_log: return (image, the compiler's log); cubins are then built with `ptxas -v` and spill warnings, so
+    parse_ptxas reads the same figures from the log as from nvcc's output."""
     try:
         from cuda.bindings import nvrtc
     except ImportError as e:  # pragma: no cover - depends on the install
@@ -198,12 +201,16 @@ def nvrtc_compile(arch: int, source_dir: Path = KERNEL_DIR, ptx: bool = False) -
         target = f"compute_{arch}" if ptx else f"sm_{arch}"
         opts = [f"--gpu-architecture={target}".encode(), f"-I{source_dir}".encode(),
                 *(f.encode() for f in COMMON_GPU_FLAGS)]
+        if with_log and not ptx:
+            opts += [b"--ptxas-options=-v", b"--ptxas-options=--warn-on-spills",
+                     b"--ptxas-options=--warn-on-local-memory-usage"]
         result = nvrtc.nvrtcCompileProgram(program, len(opts), opts)
+        size = check(nvrtc.nvrtcGetProgramLogSize(program), "log size")
+        log = b" " * size
+        check(nvrtc.nvrtcGetProgramLog(program, log), "log")
+        log = log.rstrip(b"\0 ").decode(errors="replace")
         if result[0] != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-            size = check(nvrtc.nvrtcGetProgramLogSize(program), "log size")
-            log = b" " * size
-            check(nvrtc.nvrtcGetProgramLog(program, log), "log")
-            raise PoseEdgeError(f"NVRTC could not compile the kernels for {target}: {log.decode(errors='replace')}")
+            raise PoseEdgeError(f"NVRTC could not compile the kernels for {target}: {log}")
         if ptx:
             size = check(nvrtc.nvrtcGetPTXSize(program), "PTX size")
             out = b" " * size
@@ -212,7 +219,7 @@ def nvrtc_compile(arch: int, source_dir: Path = KERNEL_DIR, ptx: bool = False) -
             size = check(nvrtc.nvrtcGetCUBINSize(program), "cubin size")
             out = b" " * size
             check(nvrtc.nvrtcGetCUBIN(program, out), "cubin")
-        return bytes(out)
+        return (bytes(out), log) if with_log else bytes(out)
     finally:
         nvrtc.nvrtcDestroyProgram(program)
 
@@ -285,8 +292,8 @@ def main(argv=None) -> int:
         if args.emulation:
             print(build_emulation())
             return 0
-        fatbin, rows = build_fatbin(force=args.force)
-        record = resources_record(rows)
+        fatbin, figures = build_fatbin(force=args.force)
+        record = resources_record(figures)
         print(f"{fatbin} ({fatbin.stat().st_size / 1024:.0f} KiB, {len(ARCHS)} archs + compute_{PTX_ARCH} PTX, "
               f"{record['nvcc']})")
         print(resources_markdown(record))

@@ -54,6 +54,7 @@ class EmulatedDevice:
         self._lib = _load_library(self.library_path)
         self._buffers: dict[int, np.ndarray] = {}
         self.launches: list[str] = []  # kernel names in launch order (what a test can check)
+        self.to_host: list[int] = []  # bytes of every device-to-host copy
 
     # memory -------------------------------------------------------------------------------------------------
     def alloc(self, nbytes: int) -> int:
@@ -81,6 +82,7 @@ class EmulatedDevice:
     def copy_to_host(self, out: np.ndarray, ptr: int) -> np.ndarray:
         if not out.flags.c_contiguous:
             raise ValueError("copy_to_host needs a contiguous array")
+        self.to_host.append(out.nbytes)
         ctypes.memmove(out.ctypes.data, ptr, out.nbytes)
         return out
 

@@ -1,13 +1,16 @@
-// Top-down heatmap decode in one fused kernel: one block per (crop, keypoint) map.
+// Top-down heatmap decode in one fused kernel: one block per (crop, keypoint) map. The rules are those of
+// pose_edge/runtime/heatmap_decode.py (the NumPy reference; its docstring is the contract):
 //   1. argmax over the map by block reduction (per-thread scan, warp shuffles, then the warp leaders in shared
 //      memory), with np.argmax's rules: the first maximum in row-major order wins, and a NaN beats every number;
-//   2. refinement at the integer maximum (x, y), as pose_edge/runtime/heatmap_decode.py (the NumPy reference):
-//        quarter  x += 0.25 * sign(hm[y, x+1] - hm[y, x-1]) when 1 < x < W-1 and 1 < y < H-1 (likewise y);
-//        dark     Gaussian blur (zero padding) computed only in the window the Taylor step reads, log of the blurred
-//                 values clamped at 1e-10, second-order Taylor step at (x, y) when 2 <= x <= W-3, 2 <= y <= H-3 and
-//                 the Hessian is invertible;
-//      a map whose maximum is not > 0 keeps (0, 0) and is not refined (get_max_preds);
-//   3. the inverse affine of the crop, heatmap px -> image px, in float64.
+//   2. a map whose peak is not > 0 (NaN included) keeps (0, 0) and is not refined;
+//   3. refinement at the integer peak (px, py):
+//        quarter  x += 0.25 * sign(hm[py, px+1] - hm[py, px-1]) when 1 < px < W-1 and 1 < py < H-1 (likewise y),
+//                 a NaN difference counting as 0;
+//        dark     when 2 <= px <= W-3 and 2 <= py <= H-3: the Gaussian blur (zero padding) computed only at the
+//                 5 x 5 points the Taylor step reads, from the raw window around the peak in shared memory, rows then
+//                 columns, in float64; P = ln(max(B, 1e-10)) (NaN stays NaN, as np.maximum); the Taylor step
+//                 (x, y) -= Hess^-1 grad when det and both step components are finite and det != 0;
+//   4. the inverse affine of the crop, heatmap px -> image px, in float64, then float32.
 #pragma once
 
 #include "pe_cuda.h"
@@ -26,10 +29,10 @@ __device__ __forceinline__ bool hm_beats(float v, int i, float best, int best_i)
     return v > best || (v == best && i < best_i);
 }
 
-__device__ __forceinline__ float hm_sign(float v) {
-    if (pe_isnan(v)) return v;
-    return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f);
-}
+// sign(v) as the reference counts it: 1, -1, or 0 for zero and NaN.
+__device__ __forceinline__ double hm_sign(float v) { return v > 0.0f ? 1.0 : (v < 0.0f ? -1.0 : 0.0); }
+
+__device__ __forceinline__ bool hm_finite(double v) { return v - v == 0.0; }  // false for +-Inf and NaN
 
 template <typename T>
 __device__ void heatmap_decode_body(const HeatmapDecodeParams& p) {
@@ -84,8 +87,8 @@ __device__ void heatmap_decode_body(const HeatmapDecodeParams& p) {
         if (px > 1 && px < W - 1 && py > 1 && py < H - 1) {
             const float dx = pe_load(hm, best_i + 1) - pe_load(hm, best_i - 1);
             const float dy = pe_load(hm, best_i + W) - pe_load(hm, best_i - W);
-            x += 0.25 * static_cast<double>(hm_sign(dx));
-            y += 0.25 * static_cast<double>(hm_sign(dy));
+            x += 0.25 * hm_sign(dx);
+            y += 0.25 * hm_sign(dy);
         }
     } else if (found && p.refine == PE_REFINE_DARK && px >= 2 && px <= W - 3 && py >= 2 && py <= H - 3) {
         const int r = p.blur_radius, side = 2 * (r + 2) + 1;
@@ -105,7 +108,7 @@ __device__ void heatmap_decode_body(const HeatmapDecodeParams& p) {
                 for (int j = 0; j <= 2 * r; ++j) row += p.blur_weights[j] * static_cast<double>(line[j]);
                 sum += p.blur_weights[i] * row;
             }
-            s_blurred[tid] = log(sum > 1e-10 ? sum : 1e-10);
+            s_blurred[tid] = log(pe_isnan(sum) || sum > 1e-10 ? sum : 1e-10);
         }
         __syncthreads();  // the blurred log values are complete
 #define PE_P(bx, by) s_blurred[((by) + 2) * 5 + ((bx) + 2)]
@@ -116,10 +119,12 @@ __device__ void heatmap_decode_body(const HeatmapDecodeParams& p) {
         const double dxy = 0.25 * (PE_P(1, 1) - PE_P(1, -1) - PE_P(-1, 1) + PE_P(-1, -1));
 #undef PE_P
         const double det = dxx * dyy - dxy * dxy;
-        if (det != 0.0) {
-            // mu = m - Hess^-1 grad, Hess^-1 = [[dyy, -dxy], [-dxy, dxx]] / det
-            x -= (dyy * dx - dxy * dy) / det;
-            y -= (dxx * dy - dxy * dx) / det;
+        // mu = m - Hess^-1 grad, Hess^-1 = [[dyy, -dxy], [-dxy, dxx]] / det
+        const double step_x = (dyy * dx - dxy * dy) / det;
+        const double step_y = (dxx * dy - dxy * dx) / det;
+        if (hm_finite(det) && det != 0.0 && hm_finite(step_x) && hm_finite(step_y)) {
+            x -= step_x;
+            y -= step_y;
         }
     }
 

@@ -176,13 +176,13 @@ __device__ void kapao_sort_body(const KapaoParams& p) {
         }
         for (int shift = 56; shift >= 0; shift -= 8) {
             for (unsigned b = tid; b < 256; b += threads) s_hist[b] = 0;
-            __syncthreads();
+            __syncthreads();  // the histogram is cleared and the prefix published
             const unsigned long long prefix = s_prefix, prefix_mask = s_prefix_mask;
             for (unsigned i = tid; i < total; i += threads) {
                 const unsigned long long k = keys[i];
                 if ((k & prefix_mask) == prefix) atomicAdd(&s_hist[(k >> shift) & 0xFFu], 1u);
             }
-            __syncthreads();
+            __syncthreads();  // the histogram is complete
             if (tid == 0) {
                 unsigned above = 0, need = s_need;
                 int digit = 255;
@@ -197,23 +197,23 @@ __device__ void kapao_sort_body(const KapaoParams& p) {
                 // The whole group of this digit is taken: everything >= its prefix is exactly the top `take`.
                 s_done = s_hist[digit] == need;
             }
-            __syncthreads();
+            __syncthreads();  // the digit is chosen
             if (s_done) break;
         }
         threshold = s_prefix;
     }
 
     if (tid == 0) s_fill = 0;
-    __syncthreads();
+    __syncthreads();  // the fill counter is reset
     for (unsigned i = tid; i < total; i += threads) {
         const unsigned long long k = keys[i];
         if (k >= threshold) s_keys[atomicAdd(&s_fill, 1u)] = k;
     }
     unsigned padded = 1;
     while (padded < take) padded <<= 1;
-    __syncthreads();
+    __syncthreads();  // the keys are gathered
     for (unsigned i = take + tid; i < padded; i += threads) s_keys[i] = 0;  // 0 sorts below every real key
-    __syncthreads();
+    __syncthreads();  // the keys are padded
 
     // Bitonic sort, descending.
     for (unsigned size = 2; size <= padded; size <<= 1) {
@@ -229,7 +229,7 @@ __device__ void kapao_sort_body(const KapaoParams& p) {
                     }
                 }
             }
-            __syncthreads();
+            __syncthreads();  // this compare-exchange step is complete
         }
     }
 
@@ -297,7 +297,7 @@ __device__ void kapao_nms_mask_body(const KapaoParams& p) {
             s_area[tid] = (b[2] - b[0]) * (b[3] - b[1]);
             s_class[tid] = p.cand_class[base + j];
         }
-        __syncthreads();
+        __syncthreads();  // the tile's column boxes are loaded
         const int i = rb * PE_KAPAO_TILE + tid;
         if (i < m) {
             const float* a = p.cand_box + (base + i) * 4;
@@ -435,7 +435,7 @@ __device__ void kapao_fuse_body(const KapaoParams& p) {
         }
     }
     if (tid == 0) p.out_count[n] = poses;
-    __syncthreads();
+    __syncthreads();  // the poses are written before any warp fuses into them
 
     // Warp w fuses the keypoint objects of types w, w + warps, ... in keypoint-NMS order. Types never touch each
     // other's keypoints, so the warps need no barrier between them.

@@ -4,7 +4,7 @@ The plans talk to a *device*: `cuda_device.CudaDevice` (a GPU through cuda-pytho
 same kernel source compiled for the CPU). Both offer alloc/free/copy/memset/launch, so the code below is what the
 tests run and what the GPU runs. Every launch goes through `device.launch`, which checks it.
 
-    HeatmapDecoder(device, refine="quarter" | "dark" | "none", blur_kernel=11)
+    HeatmapDecoder(device, refine="quarter" | "dark" | "none", blur_kernel=11)   (heatmap_decode.decode_heatmaps)
         decoder(heatmaps [N, K, H, W] float32|float16, hm_to_image [N, 2, 3] | None) -> [N, K, 3] float32
         decoder.run(heatmaps_ptr, (N, K, H, W), dtype, hm_to_image_ptr, out_ptr)     device buffers, no copies
     KapaoPostprocessor(device, strides, anchors, num_classes, num_keypoints, thresholds, capacity=4096)
@@ -27,6 +27,7 @@ import numpy as np
 
 from pose_edge.errors import PoseEdgeError
 from pose_edge.kernels import params as P
+from pose_edge.runtime.heatmap_decode import DEFAULT_DARK_KERNEL, dark_blur_weights
 from pose_edge.runtime.kapao_decode import COCO_THRESHOLDS, PoseDetections, Thresholds, row_width
 
 HEATMAP_THREADS = 128
@@ -80,19 +81,10 @@ class _Scratch:
 # --------------------------------------------------------------------------------------------------------------
 # Top-down heatmaps
 
-def dark_blur_weights(kernel: int) -> np.ndarray:
-    """The 1-D Gaussian of cv2.GaussianBlur(k x k, sigma 0), float64: what DARK's blur multiplies by."""
-    import cv2
-
-    if kernel < 1 or kernel % 2 == 0 or kernel > 2 * P.MAX_BLUR_RADIUS + 1:
-        raise PoseEdgeError(f"the DARK blur kernel must be odd and at most {2 * P.MAX_BLUR_RADIUS + 1}, got {kernel}")
-    return cv2.getGaussianKernel(kernel, 0, ktype=cv2.CV_64F).ravel()
-
-
 class HeatmapDecoder:
     """Heatmaps -> keypoints (x, y, score) in image pixels: argmax, refinement, inverse affine (heatmap_decode.cuh)."""
 
-    def __init__(self, device, refine: str = "quarter", blur_kernel: int = 11):
+    def __init__(self, device, refine: str = "quarter", blur_kernel: int = DEFAULT_DARK_KERNEL):
         if refine not in P.REFINE_MODES:
             raise PoseEdgeError(f"unknown heatmap refinement {refine!r}; use one of {sorted(P.REFINE_MODES)}")
         self.device, self.refine, self.blur_kernel = device, refine, blur_kernel
@@ -125,9 +117,12 @@ class HeatmapDecoder:
 
     def __call__(self, heatmaps: np.ndarray, hm_to_image: np.ndarray | None = None) -> np.ndarray:
         """Host arrays: heatmaps [N, K, H, W] float32|float16, hm_to_image [N, 2, 3] or None -> [N, K, 3] float32."""
+        heatmaps = np.asarray(heatmaps)
+        if heatmaps.ndim != 4 or not np.issubdtype(heatmaps.dtype, np.floating):
+            raise PoseEdgeError(f"heatmaps must be a float array [N, K, H, W], got {heatmaps.dtype} {heatmaps.shape}")
+        if heatmaps.dtype not in (np.float16, np.float32):
+            heatmaps = heatmaps.astype(np.float32)  # as the reference reads them
         heatmaps = np.ascontiguousarray(heatmaps)
-        if heatmaps.ndim != 4:
-            raise PoseEdgeError(f"heatmaps must be [N, K, H, W], got shape {heatmaps.shape}")
         n, k = heatmaps.shape[:2]
         out = np.zeros((n, k, 3), np.float32)
         if n * k == 0:

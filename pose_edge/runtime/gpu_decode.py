@@ -1,0 +1,88 @@
+"""GPU post-processing for the pipelines: the CUDA kernels of pose_edge.kernels behind the NumPy decoders' interfaces.
+
+    decoder = GpuHeatmapDecoder(refine="dark")            # same results as heatmap_decode.decode_heatmaps
+    keypoints = decoder(heatmaps, hm_to_image)             # host arrays in, [N, K, 3] out
+    decoder.decode_device(ptr, (N, K, H, W), "float16", affine_ptr, out_ptr)   # an engine's output buffer, no copy
+
+    post = GpuKapaoDecoder(meta, thresholds)               # same results as kapao_decode.postprocess (max_nms <= 4096)
+    poses = post(outputs, letterboxes)                     # host grids in, list[PoseDetections] out
+    poses = post.postprocess_device(ptrs, sizes, N, "float16", letterbox_ptr)   # engine buffers; one copy back
+
+Torch-free; cuda-python is imported only when a decoder is built. `gpu_decode_status()` says whether they can run.
+Both take an optional `device` (a pose_edge.kernels.cuda_device.CudaDevice, e.g. one sharing the engine's stream);
+by default each builds its own. Pass `pose_edge.kernels.emulator.EmulatedDevice()` to run the same kernels on the
+CPU (slow; for tests and debugging).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from pose_edge.runtime.device import gpu_status
+from pose_edge.runtime.heatmap_decode import DEFAULT_DARK_KERNEL
+from pose_edge.runtime.kapao_decode import COCO_THRESHOLDS, PoseDetections, Thresholds
+
+
+def gpu_decode_status() -> tuple[bool, str]:
+    """(True, how the kernels will load) or (False, why the GPU decoders cannot run here)."""
+    ok, why = gpu_status()
+    if not ok:
+        return False, why
+    try:
+        import cuda.bindings.driver  # noqa: F401
+    except ImportError:
+        return False, "cuda-python is not installed (pip install 'pose-edge[trt]')"
+    return True, why
+
+
+def _default_device(device):
+    if device is not None:
+        return device
+    from pose_edge.kernels.cuda_device import CudaDevice
+
+    return CudaDevice()
+
+
+class GpuHeatmapDecoder:
+    """Top-down heatmaps -> keypoints on the GPU (kernels/heatmap_decode.cuh), = heatmap_decode.decode_heatmaps."""
+
+    def __init__(self, refine: str = "quarter", dark_kernel: int = DEFAULT_DARK_KERNEL, device=None):
+        from pose_edge.kernels.launch import HeatmapDecoder
+
+        self.device = _default_device(device)
+        self._decoder = HeatmapDecoder(self.device, refine, dark_kernel)
+
+    def __call__(self, heatmaps: np.ndarray, hm_to_image: np.ndarray | None = None) -> np.ndarray:
+        """heatmaps [N, K, H, W] float32|float16, hm_to_image [N, 2, 3] or None -> float32 [N, K, 3]."""
+        return self._decoder(heatmaps, hm_to_image)
+
+    def decode_device(self, heatmaps_ptr: int, shape: tuple[int, int, int, int], dtype, hm_to_image_ptr: int | None,
+                      out_ptr: int) -> None:
+        """Device buffers: heatmaps [N, K, H, W] (dtype), hm_to_image [N, 2, 3] float64, out [N, K, 3] float32."""
+        self._decoder.run(heatmaps_ptr, shape, np.dtype(dtype), hm_to_image_ptr, out_ptr)
+
+
+class GpuKapaoDecoder:
+    """KAPAO / person-detector raw grids -> poses on the GPU (kernels/kapao_decode.cuh), = kapao_decode.postprocess.
+
+    meta: the model's ModelMeta (strides, anchors, num_classes, num_keypoints). capacity: NMS candidates per image
+    and pass (<= 4096); the effective max_nms is min(thresholds.max_nms, capacity), and PoseDetections.extra
+    ["dropped"] counts the candidates beyond it.
+    """
+
+    def __init__(self, meta, thresholds: Thresholds = COCO_THRESHOLDS, capacity: int = 4096, device=None):
+        from pose_edge.kernels.launch import KapaoPostprocessor
+
+        self.device = _default_device(device)
+        self._post = KapaoPostprocessor(self.device, meta.strides, meta.anchors, meta.num_classes, meta.num_keypoints,
+                                        thresholds, capacity)
+
+    def __call__(self, outputs: Sequence[np.ndarray], letterboxes=None) -> list[PoseDetections]:
+        return self._post(outputs, letterboxes)
+
+    def postprocess_device(self, level_ptrs: Sequence[int], level_sizes: Sequence[tuple[int, int]], batch: int,
+                           dtype, letterbox_ptr: int | None = None) -> list[PoseDetections]:
+        """Engine output buffers (one [N, A*D, H_l, W_l] grid per level) -> poses; one device-to-host copy."""
+        return self._post.fetch(self._post.run(level_ptrs, level_sizes, batch, np.dtype(dtype), letterbox_ptr))
