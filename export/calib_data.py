@@ -3,8 +3,8 @@
 A source is a data-set folder (built-in layout or COCO 2017: person crops come from its annotations), a COCO keypoints
 annotation file (its images are found beside it, as pose_edge.data.coco lays them out), or a plain folder of images.
 
-    simple_baseline           person crops: each annotated person's box, centre and scale with 1.25 padding at the
-                              input's aspect ratio, warped to the input size (the top-down pipeline's transform);
+    simple_baseline           person crops: each annotated person's box warped to the input size by the top-down
+                              pipeline's transform (aspect fixed, 1.25 padding);
                               from a plain folder, the whole image letterboxed (no boxes to crop).
     kapao, person_detector    the whole image letterboxed to the input size (the KAPAO pipeline's transform).
 
@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-import cv2
 import numpy as np
 
 from pose_edge.errors import DataError
@@ -26,28 +25,15 @@ from pose_edge.runtime.meta import ModelMeta
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DEFAULT_COUNT = 300
-BOX_PADDING = 1.25
 
 
 def crop_person(image: np.ndarray, box_xywh, size_hw: tuple[int, int]) -> np.ndarray:
-    """uint8 [H, W, 3] image, person box (x, y, w, h) in image pixels -> uint8 [h, w, 3] crop at the input size.
+    """uint8 [H, W, 3] image, person box (x, y, w, h) in image pixels -> uint8 [h, w, 3] crop at the input size, by
+    the top-down pipeline's own transform (pose_edge.runtime.topdown: aspect fixed, 1.25 padding)."""
+    from pose_edge.runtime import topdown
 
-    The box is grown to the input's aspect ratio around its centre and padded by BOX_PADDING, as top-down models
-    are trained (Simple Baselines: pixel_std 200, aspect fixed, 1.25 padding; the 200 cancels out here).
-    """
-    out_h, out_w = size_hw
-    x, y, w, h = (float(v) for v in box_xywh)
-    cx, cy = x + w / 2, y + h / 2
-    aspect = out_w / out_h
-    if w > aspect * h:
-        h = w / aspect
-    else:
-        w = h * aspect
-    w, h = w * BOX_PADDING, h * BOX_PADDING
-    src = np.float32([[cx - w / 2, cy - h / 2], [cx + w / 2, cy - h / 2], [cx - w / 2, cy + h / 2]])
-    dst = np.float32([[0, 0], [out_w, 0], [0, out_h]])
-    matrix = cv2.getAffineTransform(src, dst)
-    return cv2.warpAffine(image, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+    center, size = topdown.box_to_center_size(np.asarray(box_xywh, np.float64)[None], size_hw[1] / size_hw[0])
+    return topdown.warp_crops(image, topdown.crop_affine(center, size, size_hw), size_hw)[0]
 
 
 def _coco_split(path: Path) -> tuple[Path, str] | None:
