@@ -1,0 +1,111 @@
+"""The Simple Baseline family plugged into the training engine: its TrainTask, TrainConfig and evaluation.
+
+Every family's training module exposes the same two builders, which pose_edge.train.run calls:
+    build_config(preset, epochs=None, batch=None, workers=2, amp=None, sync_bn=False, seed=0) -> TrainConfig
+    build_task(preset, data_dir, seed=0, backbone_weights=None, eval_max_images=None) -> TrainTask
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pose_edge.models.preset import Preset
+from pose_edge.train.engine import TrainConfig, TrainTask
+from pose_edge.train.optim import OptimizerSpec, ScheduleSpec
+
+
+def build_config(preset: Preset, epochs: int | None = None, batch: int | None = None, workers: int = 2,
+                 amp: bool | None = None, sync_bn: bool = False, seed: int = 0, eval_every: int = 1) -> TrainConfig:
+    """The preset's recipe (Adam, multistep), with the command line's overrides."""
+    r = preset.train_args
+    return TrainConfig(
+        epochs=int(epochs or r["epochs"]),
+        batch_size=int(batch or r["batch"]),
+        optimizer=OptimizerSpec(r.get("optimizer", "adam"), lr=float(r.get("lr", 1e-3))),
+        schedule=ScheduleSpec(r.get("schedule", "multistep"), milestones=tuple(r.get("milestones", ())),
+                              gamma=float(r.get("gamma", 0.1))),
+        workers=workers,
+        amp=amp if amp is not None else (None if r.get("amp", True) else False),
+        sync_bn=sync_bn,
+        seed=seed,
+        eval_every=eval_every,
+        best_metric="AP",
+    )
+
+
+def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, backbone_weights: str | None = None,
+               eval_max_images: int | None = None, log=None) -> TrainTask:
+    """Model (with ImageNet backbone weights if asked), training crops of the train split, and an evaluation on the
+    val split with ground-truth boxes (no flip, DARK decoding), COCO AP through pycocotools."""
+    from pose_edge.data.coco import CocoKeypoints
+    from pose_edge.data.topdown import TopDownDataset, collate
+    from pose_edge.models.simple_baseline import build_model, load_backbone_weights, model_meta
+    from pose_edge.train.sb_loss import JointsMSELoss
+    from pose_edge.train.torch_backend import prepare_images
+
+    meta = model_meta(preset)
+    model = build_model(preset)
+    if backbone_weights:
+        described = load_backbone_weights(model, backbone_weights)
+        if log:
+            log(f"backbone weights: {described}")
+    train_data = CocoKeypoints(data_dir, "train")
+    dataset = TopDownDataset(train_data, preset.input_size, meta.extra["sigma"], preset.train_args.get("augment",
+                             "sb"), seed=seed, stride=meta.heatmap_stride)
+    criterion = JointsMSELoss()
+
+    def loss_fn(heatmaps, batch):
+        loss = criterion(heatmaps, batch["heatmaps"], batch["weights"])
+        return loss, {}
+
+    val_data = CocoKeypoints(data_dir, "val")
+
+    def evaluate_fn(model, device):
+        return evaluate_model(model, meta, val_data, device=device, max_images=eval_max_images)
+
+    return TrainTask(model=model, preset=preset, meta=meta, train_dataset=dataset, collate_fn=collate,
+                     prepare_inputs=lambda batch: prepare_images(batch["images"], meta.input), loss_fn=loss_fn,
+                     evaluate_fn=evaluate_fn)
+
+
+def evaluate_model(model, meta, data, device: str | torch.device = "cpu", boxes="gt", flip: bool = False,
+                   refine: str = "dark", max_images: int | None = None, progress=None) -> dict[str, float]:
+    """COCO keypoint statistics of a Simple Baseline model on a CocoKeypoints split."""
+    from pose_edge.evaluate import evaluate_keypoints
+    from pose_edge.runtime.topdown import TopDownPipeline, predict_dataset, source_for
+    from pose_edge.train.torch_backend import TorchBackend
+
+    pipeline = TopDownPipeline(TorchBackend(model, meta, device), flip=flip, refine=refine)
+    subset = _Subset(data, max_images)
+    results = predict_dataset(pipeline, subset, source_for(boxes, data.coco), progress)
+    return evaluate_keypoints(_restricted_gt(data.coco, subset.image_ids), results)
+
+
+class _Subset:
+    """The first max_images images of a split (all if None)."""
+
+    def __init__(self, data, max_images):
+        self.data = data
+        self.image_ids = data.image_ids[:max_images] if max_images else data.image_ids
+
+    def load_image(self, image_id):
+        return self.data.load_image(image_id)
+
+
+def _restricted_gt(coco, image_ids):
+    if len(image_ids) == len(coco.imgs):
+        return coco
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    keep = set(image_ids)
+    sub = COCO()
+    sub.dataset = {**coco.dataset, "images": [im for im in coco.dataset["images"] if im["id"] in keep],
+                   "annotations": [a for a in coco.dataset["annotations"] if a["image_id"] in keep]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        sub.createIndex()
+    return sub
