@@ -4,8 +4,9 @@
 // reads back only the final poses and the counts.
 //
 // The rules are those of pose_edge/runtime/kapao_decode.py (the NumPy reference; read its docstring), step by step:
-//   kapao_select     one thread per row (anchor x cell) and image: sigmoid, best class (first maximum; NaN wins, as
-//                    np.argmax), the thresholds of each pass, and a warp-aggregated append of a 64-bit sort key
+//   kapao_select     one thread per row (anchor x cell) and image: objectness first (rows below both passes'
+//                    thresholds read nothing else), best class (first maximum; NaN wins, as np.argmax), the
+//                    thresholds of each pass, and a warp-aggregated append of a 64-bit sort key
 //                    (conf bits | 2^24-1-row | class) to the pass's list. Every row fits, so nothing is lost here.
 //   kapao_sort       one block per image and pass: keeps the max_candidates best keys (radix select on the key when
 //                    there are more: the lowest-scoring are dropped and counted, exactly what the reference's max_nms
@@ -129,19 +130,23 @@ __device__ void kapao_select_body(const KapaoParams& p) {
     if (row < p.num_rows) {
         const KapaoCell c = kapao_locate(p, row);
         const float obj = pe_sigmoid(kapao_raw<T>(p, n, c, 4));
-        // Best class = first maximum of obj * cls; a NaN wins and then fails every threshold (np.argmax).
-        int best = 0;
-        float best_conf = pe_sigmoid(kapao_raw<T>(p, n, c, 5)) * obj;
-        for (int cls = 1; cls < p.num_classes; ++cls) {
-            const float conf = pe_sigmoid(kapao_raw<T>(p, n, c, 5 + cls)) * obj;
-            if (!pe_isnan(best_conf) && (pe_isnan(conf) || conf > best_conf)) {
-                best = cls;
-                best_conf = conf;
+        // Both passes demand obj > their threshold first, so most rows stop here without reading their classes.
+        const float gate = p.kp_pass && p.conf_kp < p.conf_person ? p.conf_kp : p.conf_person;
+        if (obj > gate) {
+            // Best class = first maximum of obj * cls; a NaN wins and then fails every threshold (np.argmax).
+            int best = 0;
+            float best_conf = pe_sigmoid(kapao_raw<T>(p, n, c, 5)) * obj;
+            for (int cls = 1; cls < p.num_classes; ++cls) {
+                const float conf = pe_sigmoid(kapao_raw<T>(p, n, c, 5 + cls)) * obj;
+                if (!pe_isnan(best_conf) && (pe_isnan(conf) || conf > best_conf)) {
+                    best = cls;
+                    best_conf = conf;
+                }
             }
+            person = best == 0 && obj > p.conf_person && best_conf > p.conf_person;
+            keypoint = p.kp_pass && best >= 1 && best <= p.num_keypoints && obj > p.conf_kp && best_conf > p.conf_kp;
+            key = kapao_key(best_conf, row, best);
         }
-        person = best == 0 && obj > p.conf_person && best_conf > p.conf_person;
-        keypoint = p.kp_pass && best >= 1 && best <= p.num_keypoints && obj > p.conf_kp && best_conf > p.conf_kp;
-        key = kapao_key(best_conf, row, best);
     }
     const long long list = static_cast<long long>(p.num_rows);
     kapao_warp_append(person, key, p.keys + (n * 2 + 0) * list, kapao_counts(p, n, 0));

@@ -127,15 +127,33 @@ def test_runtime_glue_runs_the_kernels_on_any_device():
     from pose_edge.runtime.heatmap_decode import decode_heatmaps
     from pose_edge.runtime.meta import InputSpec, ModelMeta
 
+    from pose_edge.runtime.letterbox import fit
+
     dev = EmulatedDevice()
     rng = np.random.default_rng(0)
     maps = rng.random((2, 17, 16, 12), dtype=np.float32)
+    affine = rng.normal(size=(2, 2, 3))
     np.testing.assert_array_equal(GpuHeatmapDecoder("quarter", device=dev)(maps), decode_heatmaps(maps))
+    engine_output = dev.upload(maps)  # as an engine leaves its output on the device
+    np.testing.assert_array_equal(
+        GpuHeatmapDecoder("dark", 5, device=dev).decode_engine_output(engine_output, maps.shape, maps.dtype, affine),
+        decode_heatmaps(maps, affine, "dark", 5))
 
     meta = ModelMeta("person_detector", "test", InputSpec(64, 64), keypoints=(), strides=(8, 16),
                      anchors=(((10, 13), (16, 30), (33, 23)), ((30, 61), (62, 45), (59, 119))), num_classes=1)
-    grids = [rng.normal(-2, 2, (1, 3 * 6, 64 // s, 64 // s)).astype(np.float32) for s in meta.strides]
-    got = GpuKapaoDecoder(meta, device=dev)(grids)
-    ref = kd.postprocess(grids, meta.strides, meta.anchors, 1, 0)
-    assert len(got[0]) == len(ref[0]) > 0
-    np.testing.assert_allclose(got[0].boxes, ref[0].boxes, atol=1e-3)
+    grids = [rng.normal(-2, 2, (2, 3 * 6, 64 // s, 64 // s)).astype(np.float16) for s in meta.strides]
+    letterboxes = [fit((100, 80), (64, 64)), fit((30, 90), (64, 64))]
+    decoder = GpuKapaoDecoder(meta, device=dev)
+    ref = kd.postprocess(grids, meta.strides, meta.anchors, 1, 0, letterboxes)
+    on_device = [(dev.upload(g), g.shape, g.dtype) for g in grids]
+    for got in (decoder(grids, letterboxes), decoder.decode_engine_outputs(on_device, letterboxes)):
+        for g, r in zip(got, ref):
+            assert len(g) == len(r) > 0
+            np.testing.assert_allclose(g.boxes, r.boxes, atol=1e-3)
+
+
+def test_selftest_without_gpu_passes_its_cpu_checks():
+    from pose_edge.kernels.selftest import run_checks
+
+    checks = run_checks(gpu=False)
+    assert [c.ok for c in checks] == [True, True], checks

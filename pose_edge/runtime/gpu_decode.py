@@ -2,11 +2,14 @@
 
     decoder = GpuHeatmapDecoder(refine="dark")            # same results as heatmap_decode.decode_heatmaps
     keypoints = decoder(heatmaps, hm_to_image)             # host arrays in, [N, K, 3] out
-    decoder.decode_device(ptr, (N, K, H, W), "float16", affine_ptr, out_ptr)   # an engine's output buffer, no copy
+    keypoints = decoder.decode_engine_output(ptr, (N, K, H, W), "float16", hm_to_image)   # an engine's output buffer
 
     post = GpuKapaoDecoder(meta, thresholds)               # same results as kapao_decode.postprocess (max_nms <= 4096)
     poses = post(outputs, letterboxes)                     # host grids in, list[PoseDetections] out
-    poses = post.postprocess_device(ptrs, sizes, N, "float16", letterbox_ptr)   # engine buffers; one copy back
+    poses = post.decode_engine_outputs([(ptr, shape, dtype), ...], letterboxes)   # engine buffers; one copy back
+
+With a TensorRT backend: `CudaDevice(stream=int(backend.stream))` shares its stream (and primary context), and
+`backend.enqueue(images)` leaves the outputs on the GPU as (pointer, shape, dtype) for these methods.
 
 Torch-free; cuda-python is imported only when a decoder is built. `gpu_decode_status()` says whether they can run.
 Both take an optional `device` (a pose_edge.kernels.cuda_device.CudaDevice, e.g. one sharing the engine's stream);
@@ -63,6 +66,27 @@ class GpuHeatmapDecoder:
         """Device buffers: heatmaps [N, K, H, W] (dtype), hm_to_image [N, 2, 3] float64, out [N, K, 3] float32."""
         self._decoder.run(heatmaps_ptr, shape, np.dtype(dtype), hm_to_image_ptr, out_ptr)
 
+    def decode_engine_output(self, heatmaps_ptr: int, shape: tuple[int, int, int, int], dtype,
+                             hm_to_image: np.ndarray | None = None) -> np.ndarray:
+        """An engine's heatmaps where they lie -> float32 [N, K, 3] on the host (the affines go up, 12 B/keypoint
+        come back)."""
+        n, k = int(shape[0]), int(shape[1])
+        out = np.zeros((n, k, 3), np.float32)
+        if n * k == 0:
+            return out
+        dev = self.device
+        affine = dev.upload(np.ascontiguousarray(hm_to_image, np.float64)) if hm_to_image is not None else 0
+        result = dev.alloc(out.nbytes)
+        try:
+            self.decode_device(heatmaps_ptr, tuple(int(v) for v in shape), dtype, affine or None, result)
+            dev.copy_to_host(out, result)
+            dev.synchronize()
+        finally:
+            dev.free(result)
+            if affine:
+                dev.free(affine)
+        return out
+
 
 class GpuKapaoDecoder:
     """KAPAO / person-detector raw grids -> poses on the GPU (kernels/kapao_decode.cuh), = kapao_decode.postprocess.
@@ -86,3 +110,22 @@ class GpuKapaoDecoder:
                            dtype, letterbox_ptr: int | None = None) -> list[PoseDetections]:
         """Engine output buffers (one [N, A*D, H_l, W_l] grid per level) -> poses; one device-to-host copy."""
         return self._post.fetch(self._post.run(level_ptrs, level_sizes, batch, np.dtype(dtype), letterbox_ptr))
+
+    def decode_engine_outputs(self, outputs: Sequence[tuple[int, tuple, object]], letterboxes=None
+                              ) -> list[PoseDetections]:
+        """[(pointer, shape [N, A*D, H_l, W_l], dtype)] per level, in stride order -> poses in image pixels."""
+        from pose_edge.kernels.launch import letterbox_array
+
+        if not outputs:
+            raise ValueError("no output grids")
+        batch, dtype = int(outputs[0][1][0]), np.dtype(outputs[0][2])
+        if batch == 0:
+            return []
+        lb = letterbox_array(letterboxes, batch)
+        lb_ptr = self.device.upload(lb) if lb is not None else 0
+        try:
+            return self.postprocess_device([int(o[0]) for o in outputs], [tuple(o[1][2:]) for o in outputs], batch,
+                                           dtype, lb_ptr or None)
+        finally:
+            if lb_ptr:
+                self.device.free(lb_ptr)
