@@ -79,8 +79,8 @@ __device__ __forceinline__ float pe_np_minimum(float a, float b) {
     return a < b ? a : b;
 }
 
-// A float32 estimate of 1/m for m in [1, 2), within a few ulps: the GPU's MUFU.RCP; on the host a deliberately
-// rough stand-in (off by PE_RCP_ESTIMATE_ULPS ulps), used only to test pe_div_newton on the CPU.
+// A float32 estimate of 1/m for a normal m, within a few ulps: the GPU's MUFU.RCP; on the host a deliberately
+// rough stand-in (off by PE_RCP_ESTIMATE_ULPS ulps), used only to test pe_div_newton and pe_div_fast on the CPU.
 #ifndef PE_RCP_ESTIMATE_ULPS
 #define PE_RCP_ESTIMATE_ULPS 3
 #endif
@@ -122,10 +122,35 @@ __device__ __forceinline__ float pe_div_newton(float a, float b) {
     return __uint_as_float(__float_as_uint(q) | sign);
 }
 
-// a / b rounded as IEEE: the host divides; the GPU uses pe_div_newton (same result, no register spills).
+// Correctly rounded float32 a / b in float32 arithmetic, for operands in 2^-40..2^40 (or a == 0): one Newton step
+// on the reciprocal estimate, the quotient with one correction, and its residual r = a - b*q (exact with an FMA when
+// q is within an ulp).
+// q is accepted only when |r| < |b| * (half the float spacing at q), which proves q = RN(a / b). The few
+// quotients this cannot prove (near a rounding midpoint, or operands out of range) go to pe_div_newton, so the
+// result is always exact and float64 (slow on most GPUs) runs only for those.
+__device__ __forceinline__ float pe_div_fast(float a, float b) {
+    const float lo = __uint_as_float(0x2B800000u), hi = __uint_as_float(0x53800000u);  // 2^-40, 2^40
+    const float abs_a = fabsf(a), abs_b = fabsf(b);
+    if (abs_b >= lo && abs_b <= hi && ((abs_a >= lo && abs_a <= hi) || a == 0.0f)) {
+        float y = pe_rcp_estimate(abs_b);
+        y = fmaf(fmaf(-abs_b, y, 1.0f), y, y);
+        const float q0 = abs_a * y;
+        if (a == 0.0f) return b < 0.0f ? -a : a;  // +-0 with the sign of a / b
+        const float q = fmaf(fmaf(-abs_b, q0, abs_a), y, q0);  // one correction of the quotient
+        const float r = fmaf(-abs_b, q, abs_a);
+        // Half the spacing of the floats around q: 2^(e(q) - 24), or 2^(e(q) - 25) when q is a power of two (the
+        // spacing below it is half the one above).
+        const unsigned bits = __float_as_uint(q);
+        const float h = __uint_as_float(((bits >> 23) - ((bits & 0x7FFFFFu) ? 24u : 25u)) << 23);
+        if (fabsf(r) < abs_b * h) return (a < 0.0f) != (b < 0.0f) ? -q : q;
+    }
+    return pe_div_newton(a, b);
+}
+
+// a / b rounded as IEEE: the host divides; the GPU uses pe_div_fast (same result, no division routine, no spills).
 __device__ __forceinline__ float pe_div_rn(float a, float b) {
 #ifdef PE_GPU
-    return pe_div_newton(a, b);
+    return pe_div_fast(a, b);
 #else
     return a / b;
 #endif

@@ -95,8 +95,9 @@ int main() {
     long long bad = 0, checked = 0;
     auto check = [&](float a, float b) {
         ++checked;
-        if (!same(pe_div_newton(a, b), a / b)) {
-            if (bad++ < 5) std::printf("mismatch %a / %a: %a vs %a\n", a, b, pe_div_newton(a, b), a / b);
+        const float want = a / b, newton = pe_div_newton(a, b), fast = pe_div_fast(a, b);
+        if (!same(newton, want) || !same(fast, want)) {
+            if (bad++ < 5) std::printf("mismatch %a / %a: %a, %a vs %a\n", a, b, newton, fast, want);
         }
     };
     std::mt19937_64 rng(1);
@@ -177,8 +178,9 @@ def test_dynamic_shared_memory_starts_poisoned(intrinsics):
 
 
 def test_gpu_division_routine_is_exact_on_the_cpu(tmp_path):
-    # pe_div_newton is what the GPU divides with (no slow-path call, so no spills); here its algorithm runs with an
-    # estimate of 1/b that is 3 and then 64 ulps off (the GPU's is within about 1) and must equal IEEE a / b.
+    # pe_div_fast (and its fallback pe_div_newton) is how the GPU divides (no call to the compiler's division routine,
+    # so no spills, and float64 only where float32 cannot prove its result); here both run with an estimate of 1/b
+    # that is 3, -3 and 64 ulps off (the GPU's is within about 1) and must equal IEEE a / b bit for bit.
     for ulps in (3, -3, 64):
         exe = compile_cpp(DIVISION_SOURCE, tmp_path / f"div{ulps & 0xFFFF}", False, (f"-DPE_RCP_ESTIMATE_ULPS={ulps}",))
         result = subprocess.run([str(exe)], capture_output=True, text=True)
