@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -332,7 +333,8 @@ def main(argv=None) -> int:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-                    "opencv": cv2.__version__},
+                    "opencv": cv2.__version__, "cpus": os.cpu_count(),
+                    "load_average_1min": round(os.getloadavg()[0], 1)},
         "repeat": args.repeat,
         "results": [{"decoder": name, "workload": what, "ours_ms": a * 1e3, "reference_approach_ms": b * 1e3,
                      "speedup": b / a, "max_output_diff_px": diff} for name, what, a, b, diff in rows],
@@ -353,8 +355,11 @@ def main(argv=None) -> int:
         atomic_write_json(args.out / "bench_decoders.json", record, indent=1)
         atomic_write_text(args.out / "bench_decoders.md",
                           f"Recorded {record['date']} on {record['machine']['platform']} "
-                          f"({record['machine']['processor']}), Python {record['machine']['python']}, NumPy "
-                          f"{record['machine']['numpy']}, torch {record['machine']['torch']} (1 thread).\n\n{text}\n")
+                          f"({record['machine']['processor']}, {record['machine']['cpus']} CPUs, load average "
+                          f"{record['machine']['load_average_1min']}), Python {record['machine']['python']}, NumPy "
+                          f"{record['machine']['numpy']}, torch {record['machine']['torch']} (1 thread).\n"
+                          f"Command: python benchmarks/bench_decoders.py --repeat {args.repeat} --out "
+                          f"benchmarks/results\n\n{text}\n")
     return 0
 
 
