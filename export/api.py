@@ -97,20 +97,17 @@ def activation_ranges(model: onnx.ModelProto, images: np.ndarray) -> dict[str, f
                 owners.append(node.name)
                 if o not in outputs:
                     probe.graph.output.append(helper.make_tensor_value_info(o, TensorProto.FLOAT, None))
-    values = run_onnx_outputs(probe, images, names)
-    ranges: dict[str, float] = {}
-    for owner, v in zip(owners, values):
-        ranges[owner] = max(ranges.get(owner, 0.0), float(np.abs(v).max()) if v.size else 0.0)
-    return ranges
-
-
-def run_onnx_outputs(model: onnx.ModelProto, images: np.ndarray, names: list[str]) -> list[np.ndarray]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(names, {session.get_inputs()[0].name: images})
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    ranges: dict[str, float] = {}
+    for i in range(0, len(images), 4):  # every activation of a large model at once would not fit in memory
+        for owner, v in zip(owners, session.run(names, {input_name: images[i:i + 4]})):
+            ranges[owner] = max(ranges.get(owner, 0.0), float(np.abs(v).max()) if v.size else 0.0)
+    return ranges
 
 
 def to_fp16(fp32: onnx.ModelProto, images: np.ndarray) -> tuple[onnx.ModelProto, list[str]]:

@@ -308,11 +308,12 @@ def measure_sensitivity(fp32: onnx.ModelProto, plan: Int8Plan, images: np.ndarra
 
 def quantize(fp32: onnx.ModelProto, meta: ModelMeta, images: Iterable[np.ndarray], *, method: str = "mse",
              count: int = 300, sensitivity_images: int = 32, tolerance: float = DEFAULT_TOLERANCE,
-             max_excluded: float = DEFAULT_MAX_EXCLUDED, keep_float: Iterable[str] = (), progress: bool = True
-             ) -> tuple[onnx.ModelProto, Int8Plan]:
+             max_excluded: float = DEFAULT_MAX_EXCLUDED, keep_float: Iterable[str] = (), progress: bool = True,
+             sensitivity: bool = True) -> tuple[onnx.ModelProto, Int8Plan]:
     """FP32 graph + calibration images (uint8 [H, W, 3], prepared for the network) -> FP32-based Q/DQ graph, plan.
 
-    `keep_float` forces layers out of INT8 in addition to what the sensitivity search keeps out.
+    `keep_float` forces layers out of INT8 in addition to what the sensitivity search keeps out; sensitivity=False
+    skips the search (every layer in INT8 but those), e.g. for speed benchmarks.
     Convert the result with export.fp16.convert_to_fp16 for the FP16-based graph TensorRT should build.
     """
     from pose_edge.export.calib_data import batches
@@ -335,8 +336,10 @@ def quantize(fp32: onnx.ModelProto, meta: ModelMeta, images: Iterable[np.ndarray
     amax = {name: h.threshold(method) for name, h in hists.items()}
     plan = Int8Plan(method, seen, amax, layers)
     steps = 1 + len(layers) + int(max_excluded * len(layers))
-    with progress_bar(f"INT8 sensitivity of {len(layers)} layers", steps, enabled=progress) as advance:
-        measure_sensitivity(fp32, plan, np.stack(kept), meta, tolerance, max_excluded, on_step=lambda: advance(1))
+    if sensitivity:
+        with progress_bar(f"INT8 sensitivity of {len(layers)} layers", steps, enabled=progress) as advance:
+            measure_sensitivity(fp32, plan, np.stack(kept), meta, tolerance, max_excluded,
+                                on_step=lambda: advance(1))
     plan.excluded = list(dict.fromkeys([*plan.excluded, *keep_float]))
     quantized, _ = insert_qdq(fp32, amax, [k for k in layers if k not in plan.excluded])
     plan.seconds = time.perf_counter() - start
