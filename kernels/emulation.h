@@ -7,9 +7,9 @@
 //   * `__syncthreads()` is a std::barrier over the block; `__syncwarp()`, shuffles and ballots use a barrier and an
 //     exchange slot per warp. A thread that returns from the kernel drops out of both, as exited threads do on the
 //     GPU, so an early return never deadlocks the others;
-//   * static `__shared__` = function `static`; dynamic shared memory (`extern __shared__` on the GPU) is reached through
-//     PE_DYNAMIC_SHARED(type, name) (pe_cuda.h), a per-launch buffer refilled with 0xFF before every block so that a
-//     kernel that reads shared memory it never wrote sees NaNs and -1s, not zeros;
+//   * static `__shared__` = function `static`; dynamic shared memory (`extern __shared__` on the GPU) is reached
+//     through PE_DYNAMIC_SHARED(type, name) (pe_cuda.h), a per-launch buffer refilled with 0xFF before every block,
+//     so that a kernel that reads shared memory it never wrote sees NaNs and -1s, not zeros;
 //   * atomics are std::atomic_ref with CUDA's relaxed ordering, so ThreadSanitizer still reports a race that only a
 //     missing barrier would have ordered;
 //   * threadIdx/blockIdx are thread_local, blockDim/gridDim are set once per launch.
@@ -131,7 +131,9 @@ public:
             go_[t]->notify_one();
         }
         int left;
-        while ((left = remaining_.load(std::memory_order_acquire)) != 0) remaining_.wait(left, std::memory_order_acquire);
+        while ((left = remaining_.load(std::memory_order_acquire)) != 0) {
+            remaining_.wait(left, std::memory_order_acquire);
+        }
         block_end_.reset();
     }
 

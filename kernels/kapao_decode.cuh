@@ -15,9 +15,12 @@
 //   kapao_nms_mask   64 x 64 tiles of the upper triangle: bit j of row i says candidate i suppresses j (same class,
 //                    IoU computed in float32 as torchvision does, compared in float64, strictly greater).
 //   kapao_nms_reduce one warp per image and pass: the greedy scan in score order over the bitmask, up to max_det kept.
-//   kapao_fuse       one block per image: writes the poses (box, score, keypoints with conf 0) in image pixels, then
-//                    a warp per keypoint type replays that type's keypoint objects in NMS order: nearest eligible pose (first minimum;
-//                    NaN wins, as np.argmin), replace if more confident and closer than the tolerance.
+//   kapao_fuse       one block per image: writes the poses (box, score, keypoints with conf 0) in image pixels,
+//                    then a warp per keypoint type replays that type's keypoint objects in NMS order: nearest
+//                    eligible pose (first minimum; NaN wins, as np.argmin), replaced if the object is more confident
+//                    and closer than the tolerance.
+// Capacity: the workspace holds every row's key, so selection never overflows; at most min(max_nms, capacity <= 4096)
+// candidates per image and pass enter the NMS, the best by score, and counts[.][3] says how many were dropped.
 //   kapao_decode_rows  (tests only) every decoded row, so that the reference can be fed this kernel's own numbers.
 #pragma once
 

@@ -18,7 +18,6 @@ as dropped (PoseDetections.extra["dropped"]). capacity <= 4096 (the sort runs in
 
 from __future__ import annotations
 
-import ctypes
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -124,13 +123,13 @@ class HeatmapDecoder:
             heatmaps = heatmaps.astype(np.float32)  # as the reference reads them
         heatmaps = np.ascontiguousarray(heatmaps)
         n, k = heatmaps.shape[:2]
-        out = np.zeros((n, k, 3), np.float32)
-        if n * k == 0:
-            return out
         if hm_to_image is not None:
             hm_to_image = np.ascontiguousarray(hm_to_image, np.float64)
             if hm_to_image.shape != (n, 2, 3):
                 raise PoseEdgeError(f"hm_to_image must be [{n}, 2, 3], got {hm_to_image.shape}")
+        out = np.zeros((n, k, 3), np.float32)
+        if n * k == 0:
+            return out
         dev = self.device
         ptrs = [dev.upload(heatmaps), dev.upload(hm_to_image) if hm_to_image is not None else 0, dev.alloc(out.nbytes)]
         try:

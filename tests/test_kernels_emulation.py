@@ -69,7 +69,8 @@ extern "C" int run_shuffles(int* out, unsigned blocks, unsigned threads) {
     return pe_emu::launch(dim3(blocks), dim3(threads), 0, [&] { shuffles(out); });
 }
 extern "C" int run_shared(float* out, unsigned long long* counters, unsigned blocks, unsigned threads) {
-    return pe_emu::launch(dim3(blocks), dim3(threads), threads * sizeof(float), [&] { shared_and_atomics(out, counters); });
+    return pe_emu::launch(dim3(blocks), dim3(threads), threads * sizeof(float),
+                          [&] { shared_and_atomics(out, counters); });
 }
 extern "C" int run_early_exit(int* out) {
     return pe_emu::launch(dim3(1, 2, 3), dim3(64), 0, [&] { early_exit(out); });
