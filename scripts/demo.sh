@@ -9,3 +9,20 @@ pose-edge data synth --out "$DEMO/data" --train 400 --val 100 --seed 0 --size 32
 
 echo "== 2. ground truth scored as predictions (the evaluation's sanity check)"
 pose-edge eval gt --data "$DEMO/data"
+
+echo "== export: every trained run to ONNX FP32 / FP16 / INT8 (AP side by side) and a TensorRT-RTX INT8 engine"
+# INT8 calibrates on the train split's images, never on the val images it is scored on. The engine is built ahead of
+# time for several GPU generations; running it needs a GPU (ONNX Runtime runs the same INT8 graph on the CPU).
+shopt -s nullglob
+runs=("$DEMO"/runs/*/best.pt)
+[ ${#runs[@]} -gt 0 ] || echo "(no trained runs under $DEMO/runs yet)"
+for ckpt in "${runs[@]}"; do
+    run=$(dirname "$ckpt")
+    pose-edge export "$run" --precision fp32
+    pose-edge export "$run" --precision fp16
+    pose-edge export "$run" --precision int8 --calib "$DEMO/data/annotations/person_keypoints_train.json" \
+        --calib-count 100 --val "$DEMO/data"
+    if python -c "import tensorrt_rtx" 2>/dev/null; then
+        for onnx in "$run"/export/*-int8.onnx; do pose-edge export "$onnx" --engine trt --batch 1:8:16; done
+    fi
+done
