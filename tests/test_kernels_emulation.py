@@ -215,6 +215,10 @@ def test_parameter_blocks_have_the_same_layout_in_python_and_cpp():
 
 def run_under_tsan(source_dir: Path) -> subprocess.CompletedProcess:
     """python -m pose_edge.kernels.exercise with the TSan build of source_dir's kernels and libtsan preloaded."""
+    try:
+        build.tsan_runtime()
+    except PoseEdgeError as e:
+        pytest.skip(str(e))
     library = build.build_emulation(tsan=True, source_dir=source_dir)
     env = dict(os.environ, PE_EMU_LIBRARY=str(library), LD_PRELOAD=str(build.tsan_runtime()),
                TSAN_OPTIONS="exitcode=66 report_signal_unsafe=0")

@@ -7,6 +7,8 @@ construction; DARK sums in float64 in another order than NumPy's einsum).
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,8 @@ def device(request):
     if request.param == "emulated":
         from pose_edge.kernels.emulator import EmulatedDevice
 
+        if shutil.which("g++") is None:
+            pytest.skip("the CPU emulation needs g++ (C++20)")
         yield EmulatedDevice()
     else:
         from pose_edge.kernels.cuda_device import CudaDevice

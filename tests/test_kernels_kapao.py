@@ -12,6 +12,8 @@ grids, on objects placed with clear margins, the kept sets are identical and coo
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -31,6 +33,8 @@ D = 5 + NC + 2 * K
 @pytest.fixture(scope="module", params=["emulated", pytest.param("cuda", marks=pytest.mark.gpu)])
 def device(request):
     if request.param == "emulated":
+        if shutil.which("g++") is None:
+            pytest.skip("the CPU emulation needs g++ (C++20)")
         yield EmulatedDevice()
     else:
         from pose_edge.kernels.cuda_device import CudaDevice
@@ -278,6 +282,7 @@ def test_end_to_end_from_raw_grids_with_placed_objects(device):
         assert (g.keypoints[..., 2] > 0).sum() >= 3
 
 
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the CPU emulation needs g++ (C++20)")
 def test_one_launch_per_step_and_one_copy_back():
     dev = EmulatedDevice()
     grids = grids_like(np.random.default_rng(11), n=2)
