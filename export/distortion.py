@@ -12,8 +12,8 @@ them the way COCO scoring would feel it:
                       their 17 keypoints, weighted by the reference confidence.
     cost = (1 - similarity) + mean |confidence change| over the same keypoints / rows.
 
-A cost of 0 is identical decoding; trained models lose about one AP point per ~0.01 of cost on the synthetic set
-(measured in tests/test_export_int8.py's AP comparison). All inputs are lists of float arrays, batch-first.
+A cost of 0 is identical decoding; 0.02 is, for instance, keypoints that agree with FP32 at an OKS of 0.98 on average
+with unchanged confidences. All inputs are lists of float arrays, batch-first.
 """
 
 from __future__ import annotations

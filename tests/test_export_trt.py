@@ -32,8 +32,8 @@ def _graphs(name: str, calib_dir):
     model, meta = preset_model(name)
     fp32_graph = export_onnx(model, meta)
     info = get_graph_info(fp32_graph)
-    q, _ = int8.quantize(fp32_graph, meta, calibration_images(calib_dir, meta, 8), count=8, sensitivity_images=4,
-                         max_excluded=0.0, progress=False)
+    q, _ = int8.quantize(fp32_graph, meta, calibration_images(calib_dir, meta, 8), count=8, progress=False,
+                         sensitivity=False)
     graphs = {"fp32": fp32_graph, "fp16": fp16.convert_to_fp16(fp32_graph), "int8": fp16.convert_to_fp16(q)}
     for precision, g in graphs.items():
         set_graph_info(g, GraphInfo(**{**info.__dict__, "precision": precision}))
