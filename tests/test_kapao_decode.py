@@ -292,3 +292,24 @@ def test_letterbox_maps_points_and_back(image_size):
     assert (320 - inp[1, 0]) in (box.pad[0], box.pad[0] + 1) and (256 - inp[1, 1]) in (box.pad[1], box.pad[1] + 1)
     np.testing.assert_allclose(box.to_image(inp), pts, atol=1e-3)
     assert fit(image_size, (256, 320)) == box
+
+
+# ------------------------------------------------------------------ test-time flip
+
+
+def test_deflip_rows_mirrors_boxes_and_swaps_left_and_right():
+    from pose_edge.keypoints import FLIP_PERM
+    from pose_edge.runtime.kapao_pipeline import deflip_rows
+
+    rng = np.random.default_rng(5)
+    rows = rng.uniform(0, 1, (7, D)).astype(np.float32)
+    rows[:, 0:4] *= 300
+    rows[:, 5 + NC:] *= 300
+    back = deflip_rows(rows, 320, NC, K)
+    np.testing.assert_allclose(back[:, 0], 320 - rows[:, 0])
+    np.testing.assert_array_equal(back[:, 1:6], rows[:, 1:6])  # y, w, h, obj, person class unchanged
+    np.testing.assert_array_equal(back[:, 6:6 + K], rows[:, 6:6 + K][:, list(FLIP_PERM)])  # left eye <-> right eye
+    kp, kp_back = rows[:, 5 + NC:].reshape(7, K, 2), back[:, 5 + NC:].reshape(7, K, 2)
+    np.testing.assert_allclose(kp_back[:, 1, 0], 320 - kp[:, 2, 0])  # the left eye is the mirrored right eye
+    np.testing.assert_allclose(kp_back[:, 1, 1], kp[:, 2, 1])
+    np.testing.assert_allclose(deflip_rows(back, 320, NC, K), rows, atol=1e-4)  # flipping twice: identity

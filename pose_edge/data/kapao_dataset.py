@@ -21,6 +21,7 @@ from pose_edge.data.kapao_labels import KapaoLabels
 from pose_edge.errors import PoseEdgeError
 from pose_edge.keypoints import FLIP_PERM, NUM_KEYPOINTS
 from pose_edge.runtime.letterbox import PAD_VALUE, letterbox
+from pose_edge.train.engine import sample_rng
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,14 @@ class KapaoDataset(torch.utils.data.Dataset):
 
     __getitem__ -> dict: image uint8 [H, W, 3] BGR numpy at input_size, targets float32 [T, 5 + 3K] in input pixels
     (kapao_labels rows), image_id int, and (without augmentation) the letterbox to map predictions back.
-    Randomness comes from torch's generator, so DataLoader workers and resumed runs stay reproducible.
+    Every random number of a sample comes from sample_rng(seed, epoch, index), so any worker or rank, and a resumed
+    run, draws the same sample.
     """
 
     def __init__(self, data: CocoKeypoints, input_size: tuple[int, int], augment: str = "none",
-                 num_keypoints: int = NUM_KEYPOINTS, kp_bbox: float = 0.05):
+                 num_keypoints: int = NUM_KEYPOINTS, kp_bbox: float = 0.05, seed: int = 0):
         self.data = data
+        self.seed, self.epoch = seed, 0
         self.input_size = tuple(input_size)
         self.policy = augment_policy(augment)
         self.num_keypoints = num_keypoints
@@ -138,8 +141,8 @@ class KapaoDataset(torch.utils.data.Dataset):
         kps = np.array([a["keypoints"] for a in anns], np.float32).reshape(-1, NUM_KEYPOINTS, 3)
         return People(boxes, kps[:, :self.num_keypoints] if self.num_keypoints else kps[:, :0])
 
-    def _rng(self) -> np.random.Generator:
-        return np.random.default_rng(int(torch.randint(0, 2 ** 62, ()).item()))
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def _resized(self, index: int) -> tuple[np.ndarray, People]:
         """Image `index` resized so that it fits the input (longest relative side fills it), and its people."""
@@ -210,7 +213,7 @@ class KapaoDataset(torch.utils.data.Dataset):
             targets = self.labels.encode(people.boxes, people.keypoints, self.input_size, valid)
             return {"image": canvas, "targets": targets, "image_id": image_id, "letterbox": box}
 
-        rng = self._rng()
+        rng = sample_rng(self.seed, self.epoch, index)
         if rng.uniform() < p.mosaic:
             canvas, people = self._mosaic(index, rng)
         else:

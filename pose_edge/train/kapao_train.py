@@ -1,0 +1,170 @@
+"""KAPAO and the person detector plugged into the training engine: their TrainConfig, TrainTask and evaluation.
+
+The same two builders as every family's training module (pose_edge.train.run calls them):
+    build_config(preset, epochs=None, batch=None, workers=2, amp=None, sync_bn=False, seed=0) -> TrainConfig
+    build_task(preset, data_dir, seed=0, eval_max_images=None) -> TrainTask
+Evaluation: KAPAO -> COCO keypoint AP (pose_edge.evaluate); person detector -> COCO box AP of the person class
+(pycocotools iouType "bbox") with its recall at IoU 0.5, both on the val split through the torch-free pipelines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pose_edge.models.preset import Preset
+from pose_edge.runtime.kapao_decode import COCO_THRESHOLDS, Thresholds
+
+BOX_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR", "ARs", "ARm", "ARl")
+
+
+def build_config(preset: Preset, epochs: int | None = None, batch: int | None = None, workers: int = 2,
+                 amp: bool | None = None, sync_bn: bool = False, seed: int = 0, eval_every: int = 1):
+    """The preset's recipe with the command line's overrides.
+
+    Reference presets (reference §A.8): SGD Nesterov lr 0.01, momentum 0.937, YOLOv5's three parameter groups,
+    gradients accumulated up to a nominal batch of 64 and weight decay 5e-4 x batch x accumulate / 64, one-cycle
+    cosine to lrf 0.2, warm-up max(3 epochs, 1000 iterations) with bias lr from 0.1 and momentum from 0.8, EMA
+    0.9999 (tau 2000), AMP on a GPU. The CPU presets carry their own recipe (see pose_edge.models.kapao).
+    """
+    from pose_edge.train.engine import TrainConfig
+    from pose_edge.train.optim import OptimizerSpec, ScheduleSpec
+
+    r = preset.train_args
+    batch_size = int(batch or r["batch"])
+    accumulate = max(round(r.get("nominal_batch", 64) / batch_size), 1)
+    weight_decay = r.get("weight_decay", 0.0) * batch_size * accumulate / r.get("nominal_batch", 64)
+    return TrainConfig(
+        epochs=int(epochs or r["epochs"]),
+        batch_size=batch_size,
+        optimizer=OptimizerSpec(r["optimizer"], lr=float(r["lr"]), momentum=float(r["momentum"]),
+                                weight_decay=weight_decay, nesterov=bool(r.get("nesterov", False)),
+                                param_groups="yolo"),
+        schedule=ScheduleSpec("one_cycle", lrf=float(r.get("lrf", 0.2)),
+                              warmup_epochs=float(r.get("warmup_epochs", 0.0)),
+                              warmup_min_iters=int(r.get("warmup_min_iters", 0)),
+                              warmup_bias_lr=float(r.get("warmup_bias_lr", 0.0)),
+                              warmup_momentum=r.get("warmup_momentum")),
+        workers=workers,
+        amp=amp if amp is not None else (None if r.get("amp", True) else False),
+        accumulate=accumulate,
+        ema_decay=0.9999 if r.get("ema", False) else None,
+        ema_tau=2000.0,
+        sync_bn=sync_bn,
+        seed=seed,
+        eval_every=eval_every,
+        best_metric="AP",
+    )
+
+
+def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, eval_max_images: int | None = None, log=None,
+               **_unused):
+    """Model, augmented training samples of the train split, the KAPAO loss, and an evaluation on the val split."""
+    from pose_edge.data.coco import CocoKeypoints
+    from pose_edge.data.kapao_dataset import KapaoDataset, collate
+    from pose_edge.models.kapao import build_model, model_meta
+    from pose_edge.train.engine import TrainTask
+    from pose_edge.train.kapao_loss import build_loss
+    from pose_edge.train.torch_backend import prepare_images
+
+    meta = model_meta(preset)
+    model = build_model(preset)
+    r = preset.train_args
+    dataset = KapaoDataset(CocoKeypoints(data_dir, "train"), preset.input_size, r.get("augment", "kapao"),
+                           meta.num_keypoints, r.get("kp_bbox", 0.05), seed=seed)
+    criterion = build_loss(meta, r)
+
+    def loss_fn(outputs, batch):
+        loss, parts = criterion(outputs, batch["targets"])
+        return loss, dict(zip(("box", "obj", "cls", "kp"), parts.tolist()))
+
+    val_data = CocoKeypoints(data_dir, "val")
+    thresholds = Thresholds(conf_thres=r.get("val_conf_thres", 0.01))
+
+    def evaluate_fn(model, device):
+        return evaluate_model(model, meta, val_data, device=device, thresholds=thresholds,
+                              max_images=eval_max_images)
+
+    return TrainTask(model=model, preset=preset, meta=meta, train_dataset=dataset, collate_fn=collate,
+                     prepare_inputs=lambda batch: prepare_images(batch["images"], meta.input), loss_fn=loss_fn,
+                     evaluate_fn=evaluate_fn)
+
+
+def evaluate_model(model, meta, data, device: str | torch.device = "cpu", thresholds: Thresholds = COCO_THRESHOLDS,
+                   max_images: int | None = None, batch_size: int = 8, scales=(1.0,), flip: bool = False,
+                   progress=None) -> dict[str, float]:
+    """COCO statistics of a KAPAO model (keypoint AP) or a person detector (box AP) on a CocoKeypoints split."""
+    from pose_edge.train.torch_backend import TorchBackend
+
+    return evaluate_backend(TorchBackend(model, meta, device), data, thresholds, max_images, batch_size, scales, flip,
+                            progress)
+
+
+def evaluate_backend(backend, data, thresholds: Thresholds = COCO_THRESHOLDS, max_images: int | None = None,
+                     batch_size: int = 8, scales=(1.0,), flip: bool = False, progress=None) -> dict[str, float]:
+    """The same for any runtime backend (torch, ONNX Runtime, TensorRT) of family kapao or person_detector."""
+    from pose_edge.evaluate import evaluate_keypoints, results_from_arrays
+    from pose_edge.runtime.kapao_pipeline import KapaoPipeline
+
+    detector = backend.meta.family == "person_detector"
+    if detector:
+        thresholds = Thresholds(**{**thresholds.__dict__, "use_kp_dets": False})
+    pipeline = KapaoPipeline(backend, thresholds, scales=scales, flip=flip)
+    image_ids = data.image_ids[:max_images] if max_images else data.image_ids
+    keypoint_results, box_results = [], []
+    for start in range(0, len(image_ids), batch_size):
+        ids = image_ids[start:start + batch_size]
+        for image_id, det in zip(ids, pipeline([data.load_image(i) for i in ids])):
+            if len(det) and not detector:
+                keypoint_results += results_from_arrays([image_id] * len(det), det.keypoints, det.scores)
+            box_results += box_results_from(image_id, det.boxes, det.scores)
+        if progress:
+            progress(len(ids))
+    gt = restricted_gt(data.coco, image_ids)
+    if detector:
+        return evaluate_boxes(gt, box_results)
+    return evaluate_keypoints(gt, keypoint_results)
+
+
+def box_results_from(image_id: int, boxes_xyxy: np.ndarray, scores: np.ndarray) -> list[dict]:
+    return [{"image_id": int(image_id), "category_id": 1,
+             "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2), round(float(y2 - y1), 2)],
+             "score": round(float(s), 6)} for (x1, y1, x2, y2), s in zip(boxes_xyxy, scores)]
+
+
+def evaluate_boxes(gt, results: list[dict]) -> dict[str, float]:
+    """COCO person-box AP/AR (pycocotools, iouType bbox) by name, plus R50: recall at IoU 0.5 with 100 boxes."""
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        return {**{name: 0.0 for name in BOX_STAT_NAMES}, "R50": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
+        evaluator.params.imgIds = sorted(gt.imgs)
+        evaluator.params.catIds = [1]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = {name: max(float(v), 0.0) for name, v in zip(BOX_STAT_NAMES, evaluator.stats)}
+    recall = evaluator.eval["recall"][0, 0, 0, -1]  # IoU 0.5, person, all areas, 100 detections
+    stats["R50"] = max(float(recall), 0.0)
+    return stats
+
+
+def restricted_gt(coco, image_ids):
+    """The ground truth of only `image_ids` (all of it when that is every image)."""
+    if len(image_ids) == len(coco.imgs):
+        return coco
+    from pycocotools.coco import COCO
+
+    keep = set(image_ids)
+    sub = COCO()
+    sub.dataset = {**coco.dataset, "images": [im for im in coco.dataset["images"] if im["id"] in keep],
+                   "annotations": [a for a in coco.dataset["annotations"] if a["image_id"] in keep]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        sub.createIndex()
+    return sub
