@@ -160,3 +160,15 @@ def test_parity_failure_raises_and_writes_nothing(tmp_path):
     with pytest.raises(PoseEdgeError, match="does not match PyTorch"):
         export_onnx(TracesWrong(), TINY_META, out)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_host_normalised_input_format_is_honoured(tiny_onnx, tmp_path):
+    """A graph exported for float32 NCHW input (normalisation on the host) gives the same outputs through the
+    backend, which normalises for it; the metadata says which format a graph takes."""
+    path = tmp_path / "nchw.onnx"
+    export_onnx(tiny_heatmap_net(), TINY_META, path, input_format="float32_nchw")
+    nchw = OrtBackend(path)
+    assert nchw.info.input_format == "float32_nchw" and nchw.info.input.shape == (None, 3, 64, 48)
+    images = sample_images(TINY_META, 3, seed=9)
+    (a,), (b,) = nchw.run(images), OrtBackend(tiny_onnx).run(images)
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
