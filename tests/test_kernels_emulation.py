@@ -251,5 +251,5 @@ def test_tsan_catches_a_missing_barrier(tmp_path, header, barrier):
     (sources / header).write_text(text.replace(barrier, "/* barrier removed by the test */"))
     result = run_under_tsan(sources)
     assert "WARNING: ThreadSanitizer: data race" in result.stderr
-    assert f"{sources / header}:" in result.stderr  # reported inside the kernel that lost its barrier
+    assert f"/{header}:" in result.stderr  # reported inside the kernel that lost its barrier
     assert result.returncode == 66
