@@ -76,6 +76,8 @@ def default_paths(run_dir: Path, preset: str, precision: str, engine: str, out: 
         return base.with_suffix(".onnx"), (base.with_suffix(".engine") if engine == "trt" else None)
     out = Path(out)
     if engine == "trt":
+        if out.suffix == ".onnx":  # --out names the ONNX; the engine goes beside it
+            return out, out.with_suffix(".engine")
         return out.with_suffix(".onnx"), out
     return out, None
 
