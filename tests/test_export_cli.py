@@ -48,7 +48,7 @@ def test_export_onnx_fp16_default_path_and_artifact_opener(run_dir):
 def test_export_int8_trt_with_val_table(run_dir, synth_data, tmp_path):
     out = tmp_path / "sb.engine"
     result = CliRunner().invoke(main, ["export", str(run_dir), "--engine", "trt", "--precision", "int8", "--calib",
-                                       str(synth_data), "--calib-count", "24", "--val", str(synth_data), "--sm", "8.6",
+                                       str(synth_data), "--calib-count", "16", "--val", str(synth_data), "--sm", "8.6",
                                        "--batch", "1:4:8", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.is_file() and (tmp_path / "sb.engine.json").is_file() and (tmp_path / "sb.onnx").is_file()
