@@ -92,6 +92,14 @@ def broadcast_object(dist: Dist, obj):
     return box[0]
 
 
+def broadcast_buffers(model: nn.Module, dist: Dist) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank. DDP broadcasts them before each forward,
+    so after the last forward of an epoch each rank holds its own; this makes the ranks' models identical again."""
+    if dist.enabled:
+        for buffer in model.buffers():
+            torch_dist.broadcast(buffer, src=0)
+
+
 def wrap_model(model: nn.Module, dist: Dist) -> nn.Module:
     """DDP around `model` (already on dist.device) when there are several processes; the model itself otherwise."""
     if not dist.enabled:

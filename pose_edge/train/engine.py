@@ -262,6 +262,7 @@ def fit(task: TrainTask, config: TrainConfig, run_dir: str | Path, *, dist: D.Di
                          iters_per_epoch, dist, amp, progress and main, on_iteration, save)
 
         # End of epoch: evaluate, log, checkpoint.
+        D.broadcast_buffers(model, dist)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
         row.update({f"train_{k}": v / max(state.epoch_images, 1) for k, v in state.epoch_sums.items()})
         row.update({"time_s": state.epoch_time, "images_per_s": state.epoch_images / max(state.epoch_time, 1e-9)})

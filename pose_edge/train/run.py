@@ -1,0 +1,73 @@
+"""`pose-edge train`: one function from a preset name and a data folder to a finished run folder.
+
+Works in one process (CPU or one GPU) and under `torchrun --nproc_per_node N -m pose_edge.cli train ...` (DDP). The
+family's training module (FAMILY_TRAINERS) supplies build_config and build_task; pose_edge.train.engine.fit does the
+rest. A run folder holds last.pt, best.pt, metrics.csv, metrics.png, meta.json and args.json.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+
+from pose_edge.errors import PoseEdgeError
+
+FAMILY_TRAINERS = {
+    "simple_baseline": "pose_edge.train.sb_train",
+    "kapao": "pose_edge.train.kapao_train",
+    "person_detector": "pose_edge.train.kapao_train",
+}
+
+
+def default_run_dir(preset_name: str) -> Path:
+    return Path("runs") / f"{preset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _resume_dir(resume: str | Path) -> Path:
+    path = Path(resume)
+    if path.is_file():  # RUN/last.pt given instead of RUN
+        path = path.parent
+    if not (path / "last.pt").is_file():
+        raise PoseEdgeError(f"--resume {resume}: no last.pt there to resume from")
+    return path
+
+
+def train(preset_name: str, data_dir: str | Path, *, out: str | Path | None = None, epochs: int | None = None,
+          batch: int | None = None, device: str | None = None, resume: str | Path | None = None, workers: int = 2,
+          seed: int = 0, backbone_weights: str | None = None, sync_bn: bool = False, amp: bool | None = None,
+          eval_every: int = 1, eval_max_images: int | None = None, progress: bool = True, log=None) -> dict:
+    """Train `preset_name` on the data set at `data_dir`; return fit's summary (run_dir, best AP, history, ...) on
+    rank 0 and None on the other ranks of a torchrun launch."""
+    from pose_edge.models import get_preset
+    from pose_edge.train import distributed as D
+    from pose_edge.train.checkpoint import load_checkpoint
+    from pose_edge.train.engine import fit, seed_everything
+
+    preset = get_preset(preset_name)
+    if preset.family not in FAMILY_TRAINERS:
+        raise PoseEdgeError(f"no trainer for the {preset.family} family")
+    dist = D.setup(device)
+    try:
+        if resume is not None:
+            run_dir = _resume_dir(resume)
+            saved = load_checkpoint(run_dir / "last.pt")["preset"]["name"]
+            if saved != preset.name:
+                raise PoseEdgeError(f"{run_dir} is a run of {saved}, not {preset.name}")
+        else:
+            run_dir = Path(out) if out is not None else default_run_dir(preset.name)
+            if (run_dir / "last.pt").exists():
+                raise PoseEdgeError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
+                                    f"another --out")
+        run_dir = D.broadcast_object(dist, run_dir)  # every rank writes nothing but agrees on the folder
+        module = importlib.import_module(FAMILY_TRAINERS[preset.family])
+        config = module.build_config(preset, epochs=epochs, batch=batch, workers=workers, amp=amp, sync_bn=sync_bn,
+                                     seed=seed, eval_every=eval_every)
+        seed_everything(seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
+        kwargs = {"backbone_weights": backbone_weights} if backbone_weights else {}
+        task = module.build_task(preset, data_dir, seed=seed, eval_max_images=eval_max_images,
+                                 log=log if dist.is_main else None, **kwargs)
+        summary = fit(task, config, run_dir, dist=dist, resume=resume is not None, progress=progress, log=log)
+        return summary if dist.is_main else None
+    finally:
+        D.cleanup(dist)

@@ -1,0 +1,290 @@
+"""The training engine: schedules, checkpoints, exact resume after a kill, non-finite losses, DDP with gloo."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pose_edge.errors import ArtifactError, PoseEdgeError
+from pose_edge.train.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from pose_edge.train.engine import EpochBatchSampler, fit
+from pose_edge.train.metrics_log import read_csv
+from pose_edge.train.optim import ModelEMA, OptimizerSpec, ScheduleSpec, apply_schedule, build_optimizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from toy_task import toy_config, toy_model, toy_task  # noqa: E402
+
+TOY = Path(__file__).parent / "toy_task.py"
+PYTHON = sys.executable
+
+
+def run_toy(*args, torchrun: int = 0, timeout: int = 240) -> subprocess.CompletedProcess:
+    """tests/toy_task.py in a fresh process (or torchrun's), killed with its whole process group on timeout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    launcher = ([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(torchrun)]
+                if torchrun else [PYTHON])
+    proc = subprocess.Popen([*launcher, str(TOY), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------------------------------- schedules
+
+
+def test_schedules_and_warmup():
+    multistep = ScheduleSpec("multistep", milestones=(90, 120), gamma=0.1)
+    assert [multistep.factor(e, 140) for e in (0, 89, 90, 119, 120, 139)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
+    one_cycle = ScheduleSpec("one_cycle", lrf=0.2)
+    assert one_cycle.factor(0, 100) == 1.0 and one_cycle.factor(50, 100) == pytest.approx(0.6)
+    assert one_cycle.factor(100, 100) == pytest.approx(0.2)
+
+    model = toy_model()
+    opt = build_optimizer(model, OptimizerSpec("sgd", lr=0.01, momentum=0.937, nesterov=True, weight_decay=5e-4,
+                                               param_groups="yolo"))
+    assert [g["kind"] for g in opt.param_groups] == ["norm", "weight", "bias"]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 5e-4, 0.0]
+    assert len(opt.param_groups[0]["params"]) == 1 and len(opt.param_groups[2]["params"]) == 3  # BN w; 3 biases
+    warm = ScheduleSpec("one_cycle", lrf=0.2, warmup_epochs=3, warmup_min_iters=1000, warmup_bias_lr=0.1,
+                        warmup_momentum=0.8)
+    assert warm.warmup_iters(100) == 1000 and warm.warmup_iters(1000) == 3000
+    apply_schedule(opt, warm, epoch=0, epochs=10, global_iter=0, iters_per_epoch=100)
+    assert [g["lr"] for g in opt.param_groups] == [0.0, 0.0, 0.1]
+    assert opt.param_groups[0]["momentum"] == pytest.approx(0.8)
+    apply_schedule(opt, warm, epoch=5, epochs=10, global_iter=500, iters_per_epoch=100)
+    target = 0.01 * warm.factor(5, 10)
+    assert opt.param_groups[1]["lr"] == pytest.approx(target / 2)
+    assert opt.param_groups[2]["lr"] == pytest.approx(0.1 + (target - 0.1) / 2)
+    assert opt.param_groups[1]["momentum"] == pytest.approx((0.8 + 0.937) / 2)
+    apply_schedule(opt, warm, epoch=9, epochs=10, global_iter=2000, iters_per_epoch=100)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01 * warm.factor(9, 10)] * 3)
+    adam = build_optimizer(model, OptimizerSpec("adam", lr=1e-3, momentum=0.9))
+    apply_schedule(adam, ScheduleSpec(warmup_min_iters=10, warmup_momentum=0.5), 0, 1, 5, 100)
+    assert adam.param_groups[0]["betas"] == (pytest.approx(0.7), 0.999)
+
+
+def test_ema_follows_the_model_with_its_ramp():
+    model = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = ModelEMA(model, decay=0.5, tau=1.0)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)
+    d = 0.5 * (1 - math.exp(-1))
+    assert ema.module.weight[0, 0].item() == pytest.approx(1 - d)
+
+
+def test_batches_split_over_ranks_form_the_global_batch():
+    one = EpochBatchSampler(20, 8, seed=3)
+    ranks = [EpochBatchSampler(20, 8, r, 2, seed=3) for r in range(2)]
+    for s in (one, *ranks):
+        s.set_epoch(4)
+    combined = [a + b for a, b in zip(*[list(s) for s in ranks])]
+    assert combined == list(one) and len(combined) == 2  # 20 // 8, the partial batch dropped
+    one.set_epoch(4, start_batch=1)
+    assert list(one) == combined[1:]
+    with pytest.raises(PoseEdgeError, match="split"):
+        EpochBatchSampler(20, 7, 0, 2)
+
+
+# -------------------------------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path, synth_data):
+    fit(toy_task(16), toy_config(epochs=1), tmp_path / "run", progress=False, log=lambda _s: None)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["kind"] == "full" and state["epoch"] == 1 and "optimizer" in state and "rng" in state
+    assert resolve_checkpoint(tmp_path / "run") == tmp_path / "run" / "best.pt"
+
+    good = (tmp_path / "run" / "last.pt").read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ArtifactError) as err:
+        load_checkpoint(truncated)
+    assert str(truncated) in str(err.value) and "\n" not in str(err.value) and "truncated" in str(err.value)
+
+    # A pickle that would run code when loaded without weights_only is refused, not executed.
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "pose-edge-checkpoint", "payload": _Exploit(tmp_path / "pwned")}, evil)
+    with pytest.raises(ArtifactError, match="evil.pt"):
+        load_checkpoint(evil)
+    assert not (tmp_path / "pwned").exists()
+
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(ArtifactError, match="not a pose-edge checkpoint"):
+        load_checkpoint(other)
+    with pytest.raises(ArtifactError, match="no such"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+    # The CLI prints the truncated file's error as one line, exit status 1.
+    from click.testing import CliRunner
+
+    from pose_edge.cli import main
+
+    result = CliRunner().invoke(main, ["eval", str(truncated), "--data", str(synth_data)])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "truncated.pt" in result.output, result.output
+
+
+class _Exploit:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"preset": {}, "meta": "{}", "model": {}, "n": 1})
+    with pytest.raises(Exception):
+        save_checkpoint(path, {"preset": {}, "meta": "{}", "model": {}, "bad": lambda: None})  # not picklable
+    assert load_checkpoint(path)["n"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_non_finite_loss_stops_the_run(tmp_path):
+    task = toy_task(16)
+    calls = {"n": 0}
+    loss_fn = task.loss_fn
+
+    def exploding(out, batch):
+        calls["n"] += 1
+        loss, parts = loss_fn(out, batch)
+        return (loss * float("nan"), parts) if calls["n"] > 3 else (loss, parts)
+
+    task.loss_fn = exploding
+    with pytest.raises(PoseEdgeError, match="not finite at epoch 2, iteration 2"):
+        fit(task, toy_config(epochs=3), tmp_path / "run", progress=False, log=lambda _s: None)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1  # the last good epoch, untouched
+
+
+def test_metrics_csv_and_plot(tmp_path):
+    summary = fit(toy_task(16), toy_config(epochs=2), tmp_path / "run", progress=False, log=lambda _s: None)
+    rows = read_csv(tmp_path / "run" / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"lr", "train_loss", "train_mse", "images_per_s", "val_AP"} <= rows[0].keys()
+    assert (tmp_path / "run" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert summary["best"] == pytest.approx(max(r["val_AP"] for r in rows), rel=1e-5)
+    best = load_checkpoint(resolve_checkpoint(tmp_path / "run"))
+    assert best["kind"] == "weights" and best["metrics"]["AP"] == pytest.approx(summary["best"])
+    assert "optimizer" not in best
+
+
+# ------------------------------------------------------------------------------------------ resume after a kill
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _one_thread(fn):
+    """Run fn with torch on one thread, as the subprocesses run (so float sums add up in the same order)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    """Interrupted in the middle of epoch 2 (of 3) with no mid-epoch checkpoint: resume replays epoch 2 from the end
+    of epoch 1 and ends with the uninterrupted run's weights (EMA and gradient accumulation on), bit for bit."""
+    config = toy_config(ema_decay=0.9, ema_tau=5.0, accumulate=2)
+    quiet = {"progress": False, "log": lambda _s: None}
+    full = toy_task()
+    fit(full, config, tmp_path / "full", **quiet)
+
+    def interrupt(epoch, iteration):
+        if (epoch, iteration) == (1, 3):
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        fit(toy_task(), config, tmp_path / "run", on_iteration=interrupt, **quiet)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+    resumed = toy_task()
+    fit(resumed, config, tmp_path / "run", resume=True, **quiet)
+    assert same_weights(full.model.state_dict(), resumed.model.state_dict())
+    assert same_weights(load_checkpoint(tmp_path / "full" / "last.pt")["model"],
+                        load_checkpoint(tmp_path / "run" / "last.pt")["model"])  # the EMA weights too
+    rows = read_csv(tmp_path / "run" / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    # and a different stream of randomness would have shown: a run with another seed ends elsewhere
+    other = toy_task()
+    fit(other, dataclasses.replace(config, seed=1), tmp_path / "other", **quiet)
+    assert not same_weights(full.model.state_dict(), other.model.state_dict())
+
+
+def test_killed_run_resumes_mid_epoch_to_the_same_weights(tmp_path):
+    """SIGKILL in the middle of epoch 2 with a checkpoint every 2 iterations: resume starts at epoch 2, iteration 4,
+    and ends with the uninterrupted run's weights, bit for bit."""
+    extra = ["--ema", "--accumulate", "2", "--checkpoint-every", "2"]
+    killed = run_toy(tmp_path / "run", *extra, "--kill-at", 1, 4)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (state["epoch"], state["iteration"]) == (1, 4)
+
+    config = toy_config(ema_decay=0.9, ema_tau=5.0, accumulate=2, checkpoint_every=2)
+    quiet = {"progress": False, "log": lambda _s: None}
+    full, resumed = toy_task(), toy_task()
+    _one_thread(lambda: fit(full, config, tmp_path / "full", **quiet))
+    _one_thread(lambda: fit(resumed, config, tmp_path / "run", resume=True, **quiet))
+    assert same_weights(full.model.state_dict(), resumed.model.state_dict())
+    assert same_weights(load_checkpoint(tmp_path / "full" / "last.pt")["model"],
+                        load_checkpoint(tmp_path / "run" / "last.pt")["model"])
+
+
+# ------------------------------------------------------------------------------------------------------- DDP
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_keep_identical_weights(tmp_path):
+    out = run_toy(tmp_path / "run", "--epochs", 2, "--batch", 8, "--save-weights", tmp_path / "w.pt", torchrun=2)
+    assert out.returncode == 0, out.stderr[-3000:]
+    w0 = torch.load(f"{tmp_path / 'w.pt'}.rank0", weights_only=True)
+    w1 = torch.load(f"{tmp_path / 'w.pt'}.rank1", weights_only=True)
+    assert same_weights(w0, w1)
+    assert not same_weights(w0, toy_task().model.state_dict())  # and they did train
+
+
+@pytest.mark.slow
+def test_ddp_sync_batchnorm_step_equals_one_process_on_the_whole_batch(tmp_path):
+    """One SGD step on 2 processes x 4 samples with SyncBatchNorm = one process on the same 8 samples."""
+    args = ["--epochs", 1, "--batch", 8, "--samples", 8, "--optimizer", "sgd", "--no-warmup", "--sync-bn"]
+    two = run_toy(tmp_path / "two", *args, "--save-weights", tmp_path / "two.pt", torchrun=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run_toy(tmp_path / "one", *args, "--save-weights", tmp_path / "one.pt")
+    assert one.returncode == 0, one.stderr[-3000:]
+    a = torch.load(f"{tmp_path / 'two.pt'}.rank0", weights_only=True)
+    b = torch.load(f"{tmp_path / 'one.pt'}.rank0", weights_only=True)
+    start = toy_task().model.state_dict()
+    for k in a:
+        if a[k].dtype.is_floating_point:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+            if k.endswith("weight"):
+                assert not torch.equal(a[k], start[k]), k  # the step changed it
+    # Without synchronised statistics the two-process step differs (each rank normalises its own half).
+    plain = run_toy(tmp_path / "plain", *args[:-1], "--save-weights", tmp_path / "plain.pt", torchrun=2)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    c = torch.load(f"{tmp_path / 'plain.pt'}.rank0", weights_only=True)
+    assert not torch.allclose(c["0.weight"], b["0.weight"], rtol=1e-5, atol=1e-6)
