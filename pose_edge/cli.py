@@ -224,5 +224,28 @@ def export_cmd(artifact, engine, precision, calib, calib_count, val_dir, batch, 
         click.echo(format_table(result.ap))
 
 
+@main.command("selftest")
+@click.option("--gpu", is_flag=True, help="Also run every GPU check (kernels on the device) and say what passed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def selftest_cmd(gpu: bool, as_json: bool) -> None:
+    """Check the install: NVRTC compiles the kernels, their CPU emulation matches the NumPy decoders; with --gpu,
+    the kernels load, run and match on this GPU. Exits 1 if any check fails."""
+    from dataclasses import asdict
+
+    from pose_edge.kernels.selftest import run_checks
+    from pose_edge.runtime.device import gpu_status
+
+    if gpu and not gpu_status()[0]:
+        raise PoseEdgeError(f"--gpu needs a GPU: {gpu_status()[1]}")
+    checks = run_checks(gpu)
+    if as_json:
+        click.echo(json.dumps([asdict(c) for c in checks], indent=1))
+    else:
+        for c in checks:
+            click.echo(f"{'PASS' if c.ok else 'FAIL'}  {c.name} ({c.seconds:.1f} s): {c.detail}")
+    if not all(c.ok for c in checks):
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -83,3 +83,19 @@ def test_missing_data_folder_says_what_to_do(tmp_path):
 def test_bad_size_is_a_usage_error(tmp_path):
     r = _run("data", "synth", "--out", str(tmp_path), "--size", "big")
     assert r.returncode == 2 and "WIDTHxHEIGHT" in r.stderr
+
+
+def test_selftest_passes_its_cpu_checks():
+    r = _run("selftest", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    checks = json.loads(r.stdout)
+    assert len(checks) >= 2 and all(c["ok"] for c in checks)
+
+
+def test_selftest_gpu_without_a_gpu_says_why():
+    from pose_edge.runtime.device import gpu_status
+
+    if gpu_status()[0]:
+        pytest.skip("this machine has a GPU")
+    r = _run("selftest", "--gpu")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "needs a GPU" in r.stderr
