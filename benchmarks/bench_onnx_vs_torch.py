@@ -42,7 +42,8 @@ def machine() -> dict:
         pass
     return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "onnxruntime": onnxruntime.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "onnxruntime": onnxruntime.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "loadavg_1_5_15": list(os.getloadavg())}  # other work on the machine skews absolute times
 
 
 def graphs_for(name: str, tmp: Path) -> tuple[object, object, dict[str, Path]]:
@@ -69,6 +70,7 @@ def bench(presets, batches, repeat: int) -> dict:
     from pose_edge.runtime.ort_backend import OrtBackend
 
     rows = []
+    start_load = list(os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         for name in presets:
             model, meta, paths = graphs_for(name, Path(tmp))
@@ -95,13 +97,15 @@ def bench(presets, batches, repeat: int) -> dict:
                        "speedup_vs_torch": {k: round(med["torch"] / v, 2) for k, v in med.items() if k != "torch"}}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    return {"machine": machine(), "repeat": repeat, "rows": rows}
+    return {"machine": machine(), "loadavg_at_start": start_load, "repeat": repeat, "rows": rows}
 
 
 def to_markdown(record: dict) -> str:
     m = record["machine"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
-             f"onnxruntime {m['onnxruntime']}, {m['date']}. Median of {record['repeat']} interleaved rounds.", "",
+             f"onnxruntime {m['onnxruntime']}, {m['date']}. Median of {record['repeat']} interleaved rounds. "
+             f"Load average at start {record['loadavg_at_start'][0]:.1f}, at end {m['loadavg_1_5_15'][0]:.1f} "
+             f"(the machine is shared; absolute times move with its load, ratios much less).", "",
              "| preset | input | batch | torch ms | ORT FP32 ms | ORT INT8 (FP16 Q/DQ) ms | ORT INT8 (FP32 Q/DQ) ms "
              "| FP32 x | INT8 x | INT8-fp32 x |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in record["rows"]:
