@@ -141,7 +141,8 @@ def eval_cmd(artifact: str, data_dir: Path, split: str, boxes: str, flip: bool, 
     """COCO keypoint AP/AR (pycocotools) of ARTIFACT on a data set.
 
     ARTIFACT is `gt` (the ground truth scored as predictions: a check of the data and the scorer, AP 1.0), a
-    COCO keypoint results JSON, or a model: a run folder, a checkpoint (.pt), an .onnx or an engine.
+    COCO keypoint results JSON, or a model: a run folder, a checkpoint (.pt), an .onnx or an engine. A person
+    detector is scored by its person boxes (pycocotools bbox AP/AR, and R50: recall at IoU 0.5).
     """
     from pose_edge import evaluate
     from pose_edge.data.coco import CocoKeypoints, find_split, load_coco
@@ -160,6 +161,8 @@ def eval_cmd(artifact: str, data_dir: Path, split: str, boxes: str, flip: bool, 
         data = CocoKeypoints(data_dir, split)
         coco_gt = data.coco
         backend = open_artifact(artifact, device)
+        if backend.meta.family == "person_detector":
+            return _eval_detector(backend, data, flip, results_file, as_json, Path(artifact).name)
         results = _with_progress(lambda progress: predict_split(
             backend, data, boxes=boxes, flip=flip, refine=refine, device=device, progress=progress),
             f"eval {Path(artifact).name}", enabled=not as_json)
@@ -167,6 +170,21 @@ def eval_cmd(artifact: str, data_dir: Path, split: str, boxes: str, flip: bool, 
         evaluate.write_results(results_file, results)
     stats = evaluate.evaluate_keypoints(coco_gt, results)
     click.echo(json.dumps(stats, indent=2) if as_json else evaluate.format_stats(stats))
+
+
+def _eval_detector(backend, data, flip: bool, results_file: Path | None, as_json: bool, name: str) -> None:
+    """Person-box AP/AR (pycocotools bbox) of a person detector, with the COCO evaluation's conf 0.001."""
+    from pose_edge import evaluate
+    from pose_edge.runtime.kapao_decode import Thresholds
+    from pose_edge.runtime.kapao_pipeline import KapaoPipeline, predict_dataset
+
+    pipeline = KapaoPipeline(backend, Thresholds(use_kp_dets=False), flip=flip)
+    _, results = _with_progress(lambda progress: predict_dataset(pipeline, data, progress), f"eval {name}",
+                                enabled=not as_json)
+    if results_file is not None:
+        evaluate.write_results(results_file, results)
+    stats = evaluate.evaluate_boxes(data.coco, results)
+    click.echo(json.dumps(stats, indent=2) if as_json else evaluate.format_box_stats(stats))
 
 
 def _with_progress(run, description: str, enabled: bool = True):

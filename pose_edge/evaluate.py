@@ -25,6 +25,8 @@ PERSON_CATEGORY_ID = 1
 def results_from_arrays(image_ids, keypoints, scores) -> list[dict]:
     """COCO keypoint results from arrays: image_ids [P], keypoints [P, K, 3] (x, y, confidence), scores [P]."""
     image_ids = np.asarray(image_ids).reshape(-1)
+    if not len(image_ids):
+        return []
     keypoints = np.asarray(keypoints, dtype=np.float64).reshape(len(image_ids), -1)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if keypoints.shape[1] != 3 * NUM_KEYPOINTS or len(scores) != len(image_ids):
@@ -105,3 +107,41 @@ def ground_truth_as_results(coco_gt) -> list[dict]:
 
 def format_stats(stats: dict[str, float]) -> str:
     return "  ".join(f"{name} {stats[name]:.3f}" for name in STAT_NAMES)
+
+
+BOX_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR", "ARs", "ARm", "ARl")
+
+
+def box_results_from_arrays(image_ids, boxes, scores) -> list[dict]:
+    """COCO person-box results: image_ids [P], boxes [P, 4] (x, y, w, h) image pixels, scores [P]."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return [{"image_id": int(i), "category_id": PERSON_CATEGORY_ID, "bbox": [round(float(v), 2) for v in b],
+             "score": round(float(s), 6)} for i, b, s in zip(np.asarray(image_ids).reshape(-1), boxes,
+                                                              np.asarray(scores).reshape(-1))]
+
+
+def evaluate_boxes(gt, results: list[dict]) -> dict[str, float]:
+    """COCO person-box AP/AR (pycocotools COCOeval, iouType 'bbox', the person category) of box `results` against
+    `gt` (path or COCO), by name (BOX_STAT_NAMES), plus R50: the recall at IoU 0.5 with up to 100 boxes per image."""
+    from pycocotools.cocoeval import COCOeval
+
+    from pose_edge.data.coco import load_coco
+
+    coco_gt = load_coco(gt) if isinstance(gt, (str, Path)) else gt
+    if not results:
+        return {**{name: 0.0 for name in BOX_STAT_NAMES}, "R50": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), "bbox")
+        evaluator.params.imgIds = sorted(coco_gt.imgs)
+        evaluator.params.catIds = [PERSON_CATEGORY_ID]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = {name: max(float(v), 0.0) for name, v in zip(BOX_STAT_NAMES, evaluator.stats)}
+    stats["R50"] = max(float(evaluator.eval["recall"][0, 0, 0, -1]), 0.0)  # IoU 0.5, all areas, 100 boxes
+    return stats
+
+
+def format_box_stats(stats: dict[str, float]) -> str:
+    return "box " + "  ".join(f"{name} {stats[name]:.3f}" for name in ("AP", "AP50", "AP75", "APm", "APl", "AR",
+                                                                         "R50"))

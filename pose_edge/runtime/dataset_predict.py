@@ -1,6 +1,7 @@
 """COCO keypoint results of any Backend over a data-set split: what `pose-edge eval` scores. Torch-free.
 
-The model family (backend.meta.family) picks the pipeline: heatmap models (simple_baseline) run top-down on boxes
+The model family (backend.meta.family) picks the pipeline: KAPAO models run single-stage (pose_edge.runtime.
+kapao_pipeline, the reference's COCO thresholds); heatmap models (simple_baseline) run top-down on boxes
 from a box source: "gt" (the split's annotations), a COCO detections .json, or a person-detector artefact (a run
 folder, checkpoint, .onnx or engine of the person_detector family).
 """
@@ -31,4 +32,8 @@ def predict_split(backend, data, *, boxes="gt", flip: bool = False, refine: str 
 
         pipeline = TopDownPipeline(backend, flip=flip, refine=refine)
         return predict_dataset(pipeline, data, box_source(boxes, data.coco, device), progress)
+    if family == "kapao":
+        from pose_edge.runtime.kapao_pipeline import KapaoPipeline, predict_dataset
+
+        return predict_dataset(KapaoPipeline(backend, flip=flip), data, progress)[0]
     raise PoseEdgeError(f"evaluating {family} models on a data set is not supported here")

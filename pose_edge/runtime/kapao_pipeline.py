@@ -108,3 +108,24 @@ class KapaoPipeline:
 
     def predict(self, image: np.ndarray) -> PoseDetections:
         return self([image])[0]
+
+
+def predict_dataset(pipeline: KapaoPipeline, data, progress=None, batch_size: int = 8,
+                    image_ids: Sequence[int] | None = None) -> tuple[list[dict], list[dict]]:
+    """COCO results of every image of `data` (anything with image_ids and load_image(image_id), e.g. a CocoKeypoints
+    split): (keypoint results, person-box results; both empty lists where nothing was found). progress(done, total)
+    is called after each batch. A person detector's pipeline gives box results only."""
+    from pose_edge.evaluate import box_results_from_arrays, results_from_arrays
+
+    image_ids = list(data.image_ids if image_ids is None else image_ids)
+    keypoint_results, box_results = [], []
+    for start in range(0, len(image_ids), batch_size):
+        ids = image_ids[start:start + batch_size]
+        for image_id, det in zip(ids, pipeline([data.load_image(i) for i in ids])):
+            xywh = np.concatenate([det.boxes[:, :2], det.boxes[:, 2:] - det.boxes[:, :2]], axis=1)
+            box_results += box_results_from_arrays([image_id] * len(det), xywh, det.scores)
+            if pipeline.num_keypoints:
+                keypoint_results += results_from_arrays([image_id] * len(det), det.keypoints, det.scores)
+        if progress:
+            progress(min(start + batch_size, len(image_ids)), len(image_ids))
+    return keypoint_results, box_results

@@ -10,17 +10,14 @@ Evaluation: KAPAO -> COCO keypoint AP (pose_edge.evaluate); person detector -> C
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pose_edge.models.preset import Preset
 from pose_edge.runtime.kapao_decode import COCO_THRESHOLDS, Thresholds
-
-BOX_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR", "ARs", "ARm", "ARl")
-
 
 def build_config(preset: Preset, epochs: int | None = None, batch: int | None = None, workers: int = 2,
                  amp: bool | None = None, sync_bn: bool = False, seed: int = 0, eval_every: int = 1):
@@ -107,52 +104,17 @@ def evaluate_model(model, meta, data, device: str | torch.device = "cpu", thresh
 def evaluate_backend(backend, data, thresholds: Thresholds = COCO_THRESHOLDS, max_images: int | None = None,
                      batch_size: int = 8, scales=(1.0,), flip: bool = False, progress=None) -> dict[str, float]:
     """The same for any runtime backend (torch, ONNX Runtime, TensorRT) of family kapao or person_detector."""
-    from pose_edge.evaluate import evaluate_keypoints, results_from_arrays
-    from pose_edge.runtime.kapao_pipeline import KapaoPipeline
+    from pose_edge.evaluate import evaluate_boxes, evaluate_keypoints
+    from pose_edge.runtime.kapao_pipeline import KapaoPipeline, predict_dataset
 
     detector = backend.meta.family == "person_detector"
     if detector:
-        thresholds = Thresholds(**{**thresholds.__dict__, "use_kp_dets": False})
+        thresholds = dataclasses.replace(thresholds, use_kp_dets=False)
     pipeline = KapaoPipeline(backend, thresholds, scales=scales, flip=flip)
     image_ids = data.image_ids[:max_images] if max_images else data.image_ids
-    keypoint_results, box_results = [], []
-    for start in range(0, len(image_ids), batch_size):
-        ids = image_ids[start:start + batch_size]
-        for image_id, det in zip(ids, pipeline([data.load_image(i) for i in ids])):
-            if len(det) and not detector:
-                keypoint_results += results_from_arrays([image_id] * len(det), det.keypoints, det.scores)
-            box_results += box_results_from(image_id, det.boxes, det.scores)
-        if progress:
-            progress(len(ids))
+    keypoint_results, box_results = predict_dataset(pipeline, data, progress, batch_size, image_ids)
     gt = restricted_gt(data.coco, image_ids)
-    if detector:
-        return evaluate_boxes(gt, box_results)
-    return evaluate_keypoints(gt, keypoint_results)
-
-
-def box_results_from(image_id: int, boxes_xyxy: np.ndarray, scores: np.ndarray) -> list[dict]:
-    return [{"image_id": int(image_id), "category_id": 1,
-             "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2), round(float(y2 - y1), 2)],
-             "score": round(float(s), 6)} for (x1, y1, x2, y2), s in zip(boxes_xyxy, scores)]
-
-
-def evaluate_boxes(gt, results: list[dict]) -> dict[str, float]:
-    """COCO person-box AP/AR (pycocotools, iouType bbox) by name, plus R50: recall at IoU 0.5 with 100 boxes."""
-    from pycocotools.cocoeval import COCOeval
-
-    if not results:
-        return {**{name: 0.0 for name in BOX_STAT_NAMES}, "R50": 0.0}
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
-        evaluator.params.imgIds = sorted(gt.imgs)
-        evaluator.params.catIds = [1]
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    stats = {name: max(float(v), 0.0) for name, v in zip(BOX_STAT_NAMES, evaluator.stats)}
-    recall = evaluator.eval["recall"][0, 0, 0, -1]  # IoU 0.5, person, all areas, 100 detections
-    stats["R50"] = max(float(recall), 0.0)
-    return stats
+    return evaluate_boxes(gt, box_results) if detector else evaluate_keypoints(gt, keypoint_results)
 
 
 def restricted_gt(coco, image_ids):
