@@ -76,6 +76,7 @@ def flip_people(people: People, width: int) -> People:
     boxes[:, 0] = width - boxes[:, 0] - boxes[:, 2]
     kps = people.keypoints.copy()
     kps[..., 0] = width - kps[..., 0]
+    kps[kps[..., 2] <= 0] = 0  # unlabelled keypoints stay (0, 0, 0)
     if kps.shape[1] == NUM_KEYPOINTS:
         kps = kps[:, list(FLIP_PERM)]
     return People(boxes, kps)
