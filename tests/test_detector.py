@@ -88,3 +88,20 @@ def test_trained_detector_finds_people_and_feeds_the_topdown_pipeline(tmp_path_f
 DETECTOR_EPOCHS = 6
 DETECTOR_MIN_AP50 = 0.05
 DETECTOR_MIN_R50 = 0.1
+
+
+def test_tta_passes_run_on_the_fixed_input_size():
+    """Flip adds a de-flipped copy of the rows after the plain ones; scale 0.5 runs at the model's fixed input size;
+    scales above 1 are refused (de-flipping itself is tested in test_kapao_decode)."""
+    from pose_edge.runtime.kapao_pipeline import KapaoPipeline
+
+    b = backend("det-tiny")
+    image = np.full((256, 256, 3), 90, np.uint8)
+    plain = KapaoPipeline(b).rows(image[None])
+    both = KapaoPipeline(b, flip=True).rows(image[None])
+    assert both.shape[1] == 2 * plain.shape[1]
+    np.testing.assert_allclose(both[0, :plain.shape[1]], plain[0])
+    scaled = KapaoPipeline(b, scales=(1.0, 0.5)).rows(image[None])
+    assert scaled.shape == both.shape and np.isfinite(scaled).all()
+    with pytest.raises(PoseEdgeError, match="TTA scales"):
+        KapaoPipeline(b, scales=(1.2,))

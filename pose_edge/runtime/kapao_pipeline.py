@@ -1,15 +1,15 @@
 """Single-stage pose estimation with a KAPAO backend: image -> letterbox -> backend -> decode + NMS + fusion -> poses.
 
 Torch-free: any backend (PyTorch checkpoint, ONNX Runtime, TensorRT) with meta.family "kapao" or "person_detector".
-Optional test-time augmentation (reference §A.6): extra scales (the letterboxed input resized by s and padded
-right/bottom to a multiple of the largest stride; needs a backend that accepts other input sizes) and a left-right
-flip (de-flipped: x -> W - x, left/right keypoint classes and keypoint pairs swapped). The decoded rows of all
+Optional test-time augmentation (reference §A.6): extra scales s <= 1 (the letterboxed input resized by s and padded
+right/bottom back to the input size, which engines with a fixed input size can run; the reference pads only to a
+multiple of 64, and its scales above 1 need a larger input than a fixed-size engine has) and a left-right flip
+(de-flipped: x -> W - x, left/right keypoint classes and keypoint pairs swapped). The decoded rows of all
 augmentations are concatenated before the NMS, as the reference does (no averaging).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Iterable, Sequence
 
 import cv2
@@ -38,12 +38,11 @@ def deflip_rows(rows: np.ndarray, width: int, num_classes: int, num_keypoints: i
     return rows
 
 
-def rescale_input(batch: np.ndarray, scale: float, multiple: int) -> np.ndarray:
-    """uint8 [N, H, W, 3] -> resized by `scale` (bilinear) and padded right/bottom (114) to a multiple of `multiple`."""
+def rescale_input(batch: np.ndarray, scale: float) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> resized by `scale` <= 1 (bilinear) at the top-left, padded (114) back to H x W."""
     n, h, w, _ = batch.shape
     new_h, new_w = round(h * scale), round(w * scale)
-    out_h, out_w = math.ceil(new_h / multiple) * multiple, math.ceil(new_w / multiple) * multiple
-    out = np.full((n, out_h, out_w, 3), PAD_VALUE, np.uint8)
+    out = np.full((n, h, w, 3), PAD_VALUE, np.uint8)
     for i in range(n):
         out[i, :new_h, :new_w] = cv2.resize(batch[i], (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     return out
@@ -66,8 +65,8 @@ class KapaoPipeline:
         self.thresholds = thresholds
         self.scales = tuple(float(s) for s in scales)
         self.flip = flip
-        if not self.scales or any(s <= 0 for s in self.scales):
-            raise PoseEdgeError(f"TTA scales must be positive numbers, got {scales}")
+        if not self.scales or any(not 0 < s <= 1 for s in self.scales):
+            raise PoseEdgeError(f"TTA scales must lie in (0, 1] (the input size is fixed), got {scales}")
         self.input_size = (meta.input.height, meta.input.width)
         self.num_classes = meta.num_classes
         self.num_keypoints = meta.num_keypoints
@@ -83,11 +82,15 @@ class KapaoPipeline:
         parts = []
         width = batch.shape[2]
         for scale in self.scales:
-            scaled = batch if scale == 1.0 else rescale_input(batch, scale, max(self.meta.strides))
+            scaled = batch if scale == 1.0 else rescale_input(batch, scale)
             rows = self._decode(scaled)
-            if scale != 1.0:
-                rows[..., 0:4] /= scale
-                rows[..., 5 + self.num_classes:] /= scale
+            if scale != 1.0:  # the resize rounds to whole pixels: undo it per axis
+                factor = np.array([round(batch.shape[2] * scale) / batch.shape[2],
+                                   round(batch.shape[1] * scale) / batch.shape[1]], np.float32)
+                rows[..., 0:2] /= factor
+                rows[..., 2:4] /= factor
+                kp = rows[..., 5 + self.num_classes:].reshape(*rows.shape[:-1], self.num_keypoints, 2)
+                rows[..., 5 + self.num_classes:] = (kp / factor).reshape(*rows.shape[:-1], 2 * self.num_keypoints)
             parts.append(rows)
             if self.flip and scale == 1.0:
                 flipped = self._decode(np.ascontiguousarray(batch[:, :, ::-1]))
