@@ -3,8 +3,9 @@
 The same two builders as every family's training module (pose_edge.train.run calls them):
     build_config(preset, epochs=None, batch=None, workers=2, amp=None, sync_bn=False, seed=0) -> TrainConfig
     build_task(preset, data_dir, seed=0, eval_max_images=None) -> TrainTask
-Evaluation: KAPAO -> COCO keypoint AP (pose_edge.evaluate); person detector -> COCO box AP of the person class
-(pycocotools iouType "bbox") with its recall at IoU 0.5, both on the val split through the torch-free pipelines.
+Evaluation: KAPAO -> COCO keypoint AP (pose_edge.evaluate), plus box_AP, box_AP50, box_R50 of its pose objects;
+person detector -> COCO box AP of the person class (pycocotools iouType "bbox") with R50, its recall at IoU 0.5;
+both on the val split through the torch-free pipelines.
 """
 
 from __future__ import annotations
@@ -114,7 +115,13 @@ def evaluate_backend(backend, data, thresholds: Thresholds = COCO_THRESHOLDS, ma
     image_ids = data.image_ids[:max_images] if max_images else data.image_ids
     keypoint_results, box_results = predict_dataset(pipeline, data, progress, batch_size, image_ids)
     gt = restricted_gt(data.coco, image_ids)
-    return evaluate_boxes(gt, box_results) if detector else evaluate_keypoints(gt, keypoint_results)
+    boxes = evaluate_boxes(gt, box_results)
+    if detector:
+        return boxes
+    # KAPAO: keypoint AP first, and how well its pose objects find people (box AP of the person pass)
+    stats = evaluate_keypoints(gt, keypoint_results)
+    stats.update({f"box_{name}": boxes[name] for name in ("AP", "AP50", "R50")})
+    return stats
 
 
 def restricted_gt(coco, image_ids):
