@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 DEFAULT_PRESETS = ("sb-r18-128x96", "kapao-tiny", "det-tiny", "sb-r50-256x192", "kapao-s")

@@ -206,18 +206,20 @@ def nvrtc_compile(arch: int, source_dir: Path = KERNEL_DIR, ptx: bool = False, w
                      b"--ptxas-options=--warn-on-local-memory-usage"]
         result = nvrtc.nvrtcCompileProgram(program, len(opts), opts)
         size = check(nvrtc.nvrtcGetProgramLogSize(program), "log size")
-        log = b" " * size
+        # NVRTC writes into the buffer it is given: always a fresh bytearray. (`b" " * size` is the immutable,
+        # interned b" " when size is 1, and writing into it corrupts that constant for the whole process.)
+        log = bytearray(size)
         check(nvrtc.nvrtcGetProgramLog(program, log), "log")
-        log = log.rstrip(b"\0 ").decode(errors="replace")
+        log = bytes(log).rstrip(b"\0 ").decode(errors="replace")
         if result[0] != nvrtc.nvrtcResult.NVRTC_SUCCESS:
             raise PoseEdgeError(f"NVRTC could not compile the kernels for {target}: {log}")
         if ptx:
             size = check(nvrtc.nvrtcGetPTXSize(program), "PTX size")
-            out = b" " * size
+            out = bytearray(size)
             check(nvrtc.nvrtcGetPTX(program, out), "PTX")
         else:
             size = check(nvrtc.nvrtcGetCUBINSize(program), "cubin size")
-            out = b" " * size
+            out = bytearray(size)
             check(nvrtc.nvrtcGetCUBIN(program, out), "cubin")
         return (bytes(out), log) if with_log else bytes(out)
     finally:

@@ -17,19 +17,14 @@ from pose_edge.train.checkpoint import load_checkpoint
 from pose_edge.train.engine import fit, seed_everything
 from pose_edge.train.kapao_train import build_config, build_task, evaluate_model
 
+sys.path.insert(0, str(Path(__file__).parent))
+from script_runner import run_script, same_weights  # noqa: E402
+
 SCRIPT = Path(__file__).parent / "kapao_train_script.py"
-PYTHON = sys.executable
 
 
-def run_script(*args, torchrun: int = 0, timeout: int = 300) -> subprocess.CompletedProcess:
-    launcher = ([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", str(torchrun), "--master_port", "0"]
-                if torchrun else [PYTHON])
-    return subprocess.run([*launcher, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def same_weights(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+def run_kapao(*args, torchrun: int = 0) -> subprocess.CompletedProcess:
+    return run_script(SCRIPT, *args, torchrun=torchrun, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +80,13 @@ def test_killed_run_resumes_to_the_same_weights(synth_data, tmp_path):
     bit for bit where an uninterrupted run's end."""
     common = ["kapao-tiny", synth_data]
     opts = ["--epochs", 2, "--batch", 8, "--checkpoint-every", 3]
-    full = run_script(*common, tmp_path / "full", tmp_path / "full.pt", *opts)
+    full = run_kapao(*common, tmp_path / "full", tmp_path / "full.pt", *opts)
     assert full.returncode == 0, full.stderr[-3000:]
-    killed = run_script(*common, tmp_path / "run", tmp_path / "run.pt", *opts, "--kill-at", 1, 4)
+    killed = run_kapao(*common, tmp_path / "run", tmp_path / "run.pt", *opts, "--kill-at", 1, 4)
     assert killed.returncode == -9, killed.stderr[-3000:]
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert (state["epoch"], state["iteration"]) == (1, 3)
-    resumed = run_script(*common, tmp_path / "run", tmp_path / "resumed.pt", *opts, "--resume")
+    resumed = run_kapao(*common, tmp_path / "run", tmp_path / "resumed.pt", *opts, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = torch.load(f"{tmp_path / 'full.pt'}.rank0", weights_only=True)
     b = torch.load(f"{tmp_path / 'resumed.pt'}.rank0", weights_only=True)
@@ -100,7 +95,7 @@ def test_killed_run_resumes_to_the_same_weights(synth_data, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_processes_keep_identical_weights(synth_data, tmp_path):
-    out = run_script("kapao-tiny", synth_data, tmp_path / "run", tmp_path / "w.pt", "--epochs", 1, "--batch", 8,
+    out = run_kapao("kapao-tiny", synth_data, tmp_path / "run", tmp_path / "w.pt", "--epochs", 1, "--batch", 8,
                      torchrun=2)
     assert out.returncode == 0, out.stderr[-3000:]
     w0 = torch.load(f"{tmp_path / 'w.pt'}.rank0", weights_only=True)

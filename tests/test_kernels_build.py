@@ -157,3 +157,12 @@ def test_selftest_without_gpu_passes_its_cpu_checks():
 
     checks = run_checks(gpu=False)
     assert [c.ok for c in checks] == [True, True], checks
+
+
+@needs_nvrtc
+def test_nvrtc_leaves_python_constants_alone():
+    """NVRTC writes its log (often a single NUL) into the buffer it is handed; handing it `b" " * size` wrote into
+    CPython's interned one-byte b" " and broke unrelated code later in the process (torch.load among it)."""
+    build.nvrtc_compile(build.PTX_ARCH, ptx=True)
+    build.nvrtc_compile(75)
+    assert b" " == bytes([32]) and b" ".strip() == b""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,30 +18,15 @@ from pose_edge.train.metrics_log import read_csv
 from pose_edge.train.optim import ModelEMA, OptimizerSpec, ScheduleSpec, apply_schedule, build_optimizer
 
 sys.path.insert(0, str(Path(__file__).parent))
+from script_runner import run_script, same_weights  # noqa: E402
 from toy_task import toy_config, toy_model, toy_task  # noqa: E402
 
 TOY = Path(__file__).parent / "toy_task.py"
-PYTHON = sys.executable
 
 
-def run_toy(*args, torchrun: int = 0, timeout: int = 240) -> subprocess.CompletedProcess:
-    """tests/toy_task.py in a fresh process (or torchrun's), killed with its whole process group on timeout."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
-    launcher = ([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(torchrun)]
-                if torchrun else [PYTHON])
-    proc = subprocess.Popen([*launcher, str(TOY), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-def same_weights(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+def run_toy(*args, torchrun: int = 0, timeout: int = 240):
+    """tests/toy_task.py in a fresh process (or torchrun's)."""
+    return run_script(TOY, *args, torchrun=torchrun, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------------------- schedules
