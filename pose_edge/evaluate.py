@@ -145,3 +145,19 @@ def evaluate_boxes(gt, results: list[dict]) -> dict[str, float]:
 def format_box_stats(stats: dict[str, float]) -> str:
     return "box " + "  ".join(f"{name} {stats[name]:.3f}" for name in ("AP", "AP50", "AP75", "APm", "APl", "AR",
                                                                          "R50"))
+
+
+def restricted_gt(coco_gt, image_ids):
+    """The ground truth of only `image_ids` (coco_gt itself when that is every image), so that evaluating on the
+    first few images of a split does not count the people of the others as missed."""
+    if len(image_ids) == len(coco_gt.imgs):
+        return coco_gt
+    from pycocotools.coco import COCO
+
+    keep = set(image_ids)
+    sub = COCO()
+    sub.dataset = {**coco_gt.dataset, "images": [im for im in coco_gt.dataset["images"] if im["id"] in keep],
+                   "annotations": [a for a in coco_gt.dataset["annotations"] if a["image_id"] in keep]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        sub.createIndex()
+    return sub

@@ -313,11 +313,12 @@ class TopDownPipeline:
         return Poses(keypoints[keep], scores[keep].astype(np.float32), boxes[keep].astype(np.float32))
 
 
-def predict_dataset(pipeline: TopDownPipeline, data, box_source, progress=None) -> list[dict]:
+def predict_dataset(pipeline: TopDownPipeline, data, box_source, progress=None, image_ids=None) -> list[dict]:
     """COCO keypoint results for every image of `data` (anything with image_ids and load_image(image_id), e.g.
-    pose_edge.data.coco.CocoKeypoints). progress: optional callable(done, total)."""
+    pose_edge.data.coco.CocoKeypoints), or only for `image_ids`. progress: optional callable(done, total)."""
+    image_ids = data.image_ids if image_ids is None else image_ids
     results = []
-    for n, image_id in enumerate(data.image_ids):
+    for n, image_id in enumerate(image_ids):
         image = data.load_image(image_id)
         boxes, scores = boxes_from_source(box_source, image_id, image)
         poses = pipeline(image, boxes, scores)
@@ -325,5 +326,5 @@ def predict_dataset(pipeline: TopDownPipeline, data, box_source, progress=None) 
             results.append({"image_id": int(image_id), "category_id": 1,
                             "keypoints": [round(float(v), 3) for v in kp.reshape(-1)], "score": float(score)})
         if progress is not None:
-            progress(n + 1, len(data.image_ids))
+            progress(n + 1, len(image_ids))
     return results

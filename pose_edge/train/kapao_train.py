@@ -10,15 +10,14 @@ both on the val split through the torch-free pipelines.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 from pathlib import Path
 
 import torch
 
 from pose_edge.models.preset import Preset
 from pose_edge.runtime.kapao_decode import COCO_THRESHOLDS, Thresholds
+
 
 def build_config(preset: Preset, epochs: int | None = None, batch: int | None = None, workers: int = 2,
                  amp: bool | None = None, sync_bn: bool = False, seed: int = 0, eval_every: int = 1):
@@ -105,7 +104,7 @@ def evaluate_model(model, meta, data, device: str | torch.device = "cpu", thresh
 def evaluate_backend(backend, data, thresholds: Thresholds = COCO_THRESHOLDS, max_images: int | None = None,
                      batch_size: int = 8, scales=(1.0,), flip: bool = False, progress=None) -> dict[str, float]:
     """The same for any runtime backend (torch, ONNX Runtime, TensorRT) of family kapao or person_detector."""
-    from pose_edge.evaluate import evaluate_boxes, evaluate_keypoints
+    from pose_edge.evaluate import evaluate_boxes, evaluate_keypoints, restricted_gt
     from pose_edge.runtime.kapao_pipeline import KapaoPipeline, predict_dataset
 
     detector = backend.meta.family == "person_detector"
@@ -123,17 +122,3 @@ def evaluate_backend(backend, data, thresholds: Thresholds = COCO_THRESHOLDS, ma
     stats.update({f"box_{name}": boxes[name] for name in ("AP", "AP50", "R50")})
     return stats
 
-
-def restricted_gt(coco, image_ids):
-    """The ground truth of only `image_ids` (all of it when that is every image)."""
-    if len(image_ids) == len(coco.imgs):
-        return coco
-    from pycocotools.coco import COCO
-
-    keep = set(image_ids)
-    sub = COCO()
-    sub.dataset = {**coco.dataset, "images": [im for im in coco.dataset["images"] if im["id"] in keep],
-                   "annotations": [a for a in coco.dataset["annotations"] if a["image_id"] in keep]}
-    with contextlib.redirect_stdout(io.StringIO()):
-        sub.createIndex()
-    return sub

@@ -73,39 +73,12 @@ def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, backbone_wei
 def evaluate_model(model, meta, data, device: str | torch.device = "cpu", boxes="gt", flip: bool = False,
                    refine: str = "dark", max_images: int | None = None, progress=None) -> dict[str, float]:
     """COCO keypoint statistics of a Simple Baseline model on a CocoKeypoints split."""
-    from pose_edge.evaluate import evaluate_keypoints
+    from pose_edge.evaluate import evaluate_keypoints, restricted_gt
     from pose_edge.runtime.topdown import TopDownPipeline, predict_dataset, source_for
     from pose_edge.train.torch_backend import TorchBackend
 
     pipeline = TopDownPipeline(TorchBackend(model, meta, device), flip=flip, refine=refine)
-    subset = _Subset(data, max_images)
-    results = predict_dataset(pipeline, subset, source_for(boxes, data.coco), progress)
-    return evaluate_keypoints(_restricted_gt(data.coco, subset.image_ids), results)
+    image_ids = data.image_ids[:max_images] if max_images else data.image_ids
+    results = predict_dataset(pipeline, data, source_for(boxes, data.coco), progress, image_ids=image_ids)
+    return evaluate_keypoints(restricted_gt(data.coco, image_ids), results)
 
-
-class _Subset:
-    """The first max_images images of a split (all if None)."""
-
-    def __init__(self, data, max_images):
-        self.data = data
-        self.image_ids = data.image_ids[:max_images] if max_images else data.image_ids
-
-    def load_image(self, image_id):
-        return self.data.load_image(image_id)
-
-
-def _restricted_gt(coco, image_ids):
-    if len(image_ids) == len(coco.imgs):
-        return coco
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-
-    keep = set(image_ids)
-    sub = COCO()
-    sub.dataset = {**coco.dataset, "images": [im for im in coco.dataset["images"] if im["id"] in keep],
-                   "annotations": [a for a in coco.dataset["annotations"] if a["image_id"] in keep]}
-    with contextlib.redirect_stdout(io.StringIO()):
-        sub.createIndex()
-    return sub
