@@ -56,6 +56,17 @@ def test_dropping_keypoints_lowers_ap(gt):
     assert evaluate.evaluate_keypoints(gt, dropped)["AP"] < 0.9
 
 
+def test_restricted_ground_truth_scores_a_subset_alone(gt):
+    """Evaluating on the first few images of a split (training-time evaluation) must not count the people of the
+    other images as missed: their ground truth is left out, and the whole split's is returned unchanged."""
+    image_ids = sorted(gt.getImgIds())
+    few = [i for i in image_ids if gt.getAnnIds(imgIds=[i], iscrowd=False)][:3]
+    results = [r for r in evaluate.ground_truth_as_results(gt) if r["image_id"] in few]
+    assert evaluate.evaluate_keypoints(evaluate.restricted_gt(gt, few), results)["AR"] == pytest.approx(1.0)
+    assert evaluate.evaluate_keypoints(gt, results)["AR"] < 0.9
+    assert evaluate.restricted_gt(gt, image_ids) is gt
+
+
 def test_no_results_scores_zero(gt):
     assert evaluate.evaluate_keypoints(gt, []) == {name: 0.0 for name in evaluate.STAT_NAMES}
 
