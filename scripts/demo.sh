@@ -11,28 +11,28 @@ pose-edge data synth --out "$DEMO/data" --train 400 --val 100 --seed 0 --size 32
 echo "== 2. ground truth scored as predictions (the evaluation's sanity check)"
 pose-edge eval gt --data "$DEMO/data"
 
-echo "== Simple Baseline (top-down): sb-r18-128x96 from scratch, about two minutes of CPU training, val AP on ground-truth boxes"
+echo "== 3. Simple Baseline (top-down): sb-r18-128x96 from scratch, about two minutes of CPU training, val AP on ground-truth boxes"
 # No ImageNet weights here (no download): from scratch, a short run reaches a small but clearly non-zero AP.
 pose-edge train sb-r18-128x96 --data "$DEMO/data" --epochs 4 --eval-every 4 --workers 0 --out "$DEMO/runs/sb-r18-128x96"
 pose-edge eval "$DEMO/runs/sb-r18-128x96" --data "$DEMO/data"
 
-echo "== KAPAO (single-stage): kapao-tiny, about a minute of CPU training, then COCO keypoint AP on the val images"
+echo "== 4. KAPAO (single-stage): kapao-tiny, about a minute of CPU training, then COCO keypoint AP on the val images"
 # A from-scratch run this short finds people (val_box_AP50 in RUN/metrics.csv) long before it learns poses:
 # expect a keypoint AP near 0 here; the reference recipe (kapao-s and up) needs a GPU and hundreds of epochs.
 pose-edge train kapao-tiny --data "$DEMO/data" --epochs 10 --eval-every 10 --workers 0 --out "$DEMO/runs/kapao-tiny"
 pose-edge eval "$DEMO/runs/kapao-tiny" --data "$DEMO/data"
 
-echo "== person detector for the top-down model: det-tiny (the KAPAO network with one class), person box AP"
+echo "== 5. person detector for the top-down model: det-tiny (the KAPAO network with one class), person box AP"
 pose-edge train det-tiny --data "$DEMO/data" --epochs 8 --eval-every 8 --workers 0 --out "$DEMO/runs/det-tiny"
 pose-edge eval "$DEMO/runs/det-tiny" --data "$DEMO/data"
 shopt -s nullglob
 for sb in "$DEMO"/runs/sb-*/best.pt; do
-    echo "== top-down on the detector's boxes instead of ground-truth boxes: $(dirname "$sb")"
+    echo "== 6. top-down on the detector's boxes instead of ground-truth boxes: $(dirname "$sb")"
     pose-edge eval "$(dirname "$sb")" --data "$DEMO/data" --boxes "$DEMO/runs/det-tiny"
 done
 shopt -u nullglob
 
-echo "== export: every trained run to ONNX FP32 / FP16 / INT8 (AP side by side) and a TensorRT-RTX INT8 engine"
+echo "== 7. export: every trained run to ONNX FP32 / FP16 / INT8 (AP side by side) and a TensorRT-RTX INT8 engine"
 # INT8 calibrates on the train split's images, never on the val images it is scored on. The engine is built ahead of
 # time for several GPU generations; running it needs a GPU (ONNX Runtime runs the same INT8 graph on the CPU).
 shopt -s nullglob
