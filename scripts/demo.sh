@@ -11,9 +11,10 @@ pose-edge data synth --out "$DEMO/data" --train 400 --val 100 --seed 0 --size 32
 echo "== 2. ground truth scored as predictions (the evaluation's sanity check)"
 pose-edge eval gt --data "$DEMO/data"
 
-echo "== 3. Simple Baseline (top-down): sb-r18-128x96 from scratch, about two minutes of CPU training, val AP on ground-truth boxes"
+echo "== 3. Simple Baseline (top-down): sb-r18-128x96 from scratch, about two minutes on the CPU, val AP (GT boxes)"
 # No ImageNet weights here (no download): from scratch, a short run reaches a small but clearly non-zero AP.
-pose-edge train sb-r18-128x96 --data "$DEMO/data" --epochs 4 --eval-every 4 --workers 0 --out "$DEMO/runs/sb-r18-128x96"
+pose-edge train sb-r18-128x96 --data "$DEMO/data" --epochs 4 --eval-every 4 --workers 0 \
+    --out "$DEMO/runs/sb-r18-128x96"
 pose-edge eval "$DEMO/runs/sb-r18-128x96" --data "$DEMO/data"
 
 echo "== 4. KAPAO (single-stage): kapao-tiny, about a minute of CPU training, then COCO keypoint AP on the val images"

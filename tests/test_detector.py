@@ -41,8 +41,8 @@ def test_detector_refuses_a_pose_model():
 
 @pytest.mark.slow
 def test_trained_detector_finds_people_and_feeds_the_topdown_pipeline(tmp_path_factory, tmp_path):
-    """det-tiny trained for about a minute and a half: person box AP and recall at IoU 0.5 (pycocotools, val images it never
-    saw) clearly above the untrained detector's; then it serves as the top-down pipeline's box source."""
+    """det-tiny trained for about a minute and a half: person box AP and recall at IoU 0.5 (pycocotools, val images
+    it never saw) clearly above the untrained detector's; then it serves as the top-down pipeline's box source."""
     from pose_edge.data import synth
     from pose_edge.data.coco import CocoKeypoints
     from pose_edge.models import simple_baseline

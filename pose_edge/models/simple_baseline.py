@@ -126,7 +126,7 @@ PAPER_RECIPE = {"optimizer": "adam", "lr": 1e-3, "schedule": "multistep", "miles
 
 def _sb(name: str, depth: int, input_size: tuple[int, int], description: str, deconv_filters=(256, 256, 256),
         **recipe) -> Preset:
-    sigma = 2.0 * input_size[0] / 256  # 2 at 256x192 (64x48 maps), 3 at 384x288, 1 at 128x96
+    sigma = 2.0 * input_size[0] / 256  # 2 at 256x192 (64x48 maps), 3 at 384x288; a preset may override it
     model_args = {"depth": depth, "num_keypoints": NUM_KEYPOINTS, "deconv_filters": tuple(deconv_filters)}
     return Preset(name, "simple_baseline", input_size, model_args, {**PAPER_RECIPE, "sigma": sigma, **recipe},
                   description)
@@ -145,7 +145,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     # Measured on 400 synthetic training images, 4 epochs, val AP / AP50 (pycocotools, ground-truth boxes): sigma 1
     # (the paper's 2 at 64x48, scaled to these 32x24 maps), batch 16 or 32, Adam 2e-3: 0.000 / 0.000, the loss stuck
     # at the all-zero heatmap's; sigma 2, batch 16: 0.015 / 0.094 at lr 1e-3, 0.005 / 0.031 at 2e-3; sigma 2,
-    # batch 8: 0.029 / 0.110 at lr 1e-3, 0.034 / 0.123 at 5e-4. A wider Gaussian gives a from-scratch network a target it can find early.
+    # batch 8: 0.029 / 0.110 at lr 1e-3, 0.034 / 0.123 at 5e-4. A wider Gaussian gives a from-scratch network a
+    # target it can find early.
     _sb("sb-r18-128x96", 18, (128, 96), "small CPU preset for tests and the demo: ResNet-18 at 128x96",
         lr=1e-3, schedule="multistep", milestones=(), epochs=30, batch=8, augment="none", amp=False, sigma=2.0),
 )}
