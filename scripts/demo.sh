@@ -17,10 +17,10 @@ pose-edge train sb-r18-128x96 --data "$DEMO/data" --epochs 4 --eval-every 4 --wo
     --out "$DEMO/runs/sb-r18-128x96"
 pose-edge eval "$DEMO/runs/sb-r18-128x96" --data "$DEMO/data"
 
-echo "== 4. KAPAO (single-stage): kapao-tiny, about a minute of CPU training, then COCO keypoint AP on the val images"
-# A from-scratch run this short finds people (val_box_AP50 in RUN/metrics.csv) long before it learns poses:
-# expect a keypoint AP near 0 here; the reference recipe (kapao-s and up) needs a GPU and hundreds of epochs.
-pose-edge train kapao-tiny --data "$DEMO/data" --epochs 10 --eval-every 10 --workers 0 --out "$DEMO/runs/kapao-tiny"
+echo "== 4. KAPAO (single-stage): kapao-tiny, about four minutes of CPU training, then COCO keypoint AP on the val images"
+# A from-scratch run this short finds people (box AP50 about 0.3) well before it places keypoints: expect a keypoint AP
+# of a few thousandths here; the reference recipe (kapao-s and up) needs a GPU and hundreds of epochs.
+pose-edge train kapao-tiny --data "$DEMO/data" --epochs 20 --eval-every 20 --workers 0 --out "$DEMO/runs/kapao-tiny"
 pose-edge eval "$DEMO/runs/kapao-tiny" --data "$DEMO/data"
 
 echo "== 5. person detector for the top-down model: det-tiny (the KAPAO network with one class), person box AP"

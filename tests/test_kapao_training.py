@@ -8,10 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from pose_edge.data.coco import CocoKeypoints
+from pose_edge.evaluate import evaluate_keypoints
 from pose_edge.models import kapao
 from pose_edge.train.checkpoint import load_checkpoint
 from pose_edge.train.engine import fit, seed_everything
@@ -29,18 +31,39 @@ def run_kapao(*args, torchrun: int = 0) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def kapao_data(tmp_path_factory):
-    """More images than the shared fixture: 300 train and 60 val at 320x240 (a few seconds to write)."""
+    """The demo's data set: 400 train and 100 val images at 320x240, seed 0 (about 6 s to write)."""
     from pose_edge.data import synth
 
     out = tmp_path_factory.mktemp("kapao_synth")
-    synth.write_dataset(out, num_train=300, num_val=60, seed=1, size=(320, 240), progress=False)
+    synth.write_dataset(out, num_train=400, num_val=100, seed=0, size=(320, 240), progress=False)
     return out
+
+
+def mean_pose_in_true_boxes(train, val) -> list[dict]:
+    """A pose model that knows where every person is and nothing of how they stand: the training set's average
+    keypoint positions (relative to the person box) placed in each val person's ground-truth box, score 1."""
+    rel, seen = [], []
+    for image_id in train.image_ids:
+        for a in train.person_annotations(image_id, include_crowd=False):
+            box, kp = np.array(a["bbox"], np.float64), np.array(a["keypoints"], np.float64).reshape(-1, 3)
+            if box[2] > 1 and box[3] > 1:
+                rel.append((kp[:, :2] - box[:2]) / box[2:])
+                seen.append(kp[:, 2] > 0)
+    rel, seen = np.array(rel), np.array(seen)
+    mean = np.array([rel[seen[:, k], k].mean(0) for k in range(rel.shape[1])])
+    results = []
+    for image_id in val.image_ids:
+        for a in val.person_annotations(image_id, include_crowd=False):
+            box = np.array(a["bbox"], np.float64)
+            kp = np.concatenate([box[:2] + mean * box[2:], np.ones((len(mean), 1))], 1)
+            results.append({"image_id": image_id, "category_id": 1, "keypoints": kp.ravel().tolist(), "score": 1.0})
+    return results
 
 
 @pytest.mark.slow
 def test_cpu_preset_learns_to_find_people_and_keypoints(kapao_data, tmp_path):
-    """kapao-tiny trained for about two minutes: val keypoint AP (pycocotools, images it never saw) far above the
-    untrained model's."""
+    """kapao-tiny trained for about four minutes: val keypoint AP (pycocotools, images it never saw) far above the
+    untrained model's, and far above the mean pose placed in the true boxes (so it learned poses, not only boxes)."""
     preset = kapao.PRESETS["kapao-tiny"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # on a shared 2-core machine one thread is several times faster than two
@@ -57,21 +80,26 @@ def test_cpu_preset_learns_to_find_people_and_keypoints(kapao_data, tmp_path):
         trained = evaluate_model(task.model.eval(), task.meta, val)
     finally:
         torch.set_num_threads(threads)
+    mean_pose = evaluate_keypoints(val.coco, mean_pose_in_true_boxes(CocoKeypoints(kapao_data, "train"), val))
     print(f"kapao-tiny: {EPOCHS} epochs in {seconds:.0f} s; val keypoint AP untrained {untrained['AP']:.4f}, "
-          f"trained {trained['AP']:.4f} (AP50 {trained['AP50']:.4f}, AR50 {trained['AR50']:.4f}); person boxes of "
-          f"the pose objects: AP50 untrained {untrained['box_AP50']:.3f}, trained {trained['box_AP50']:.3f}")
-    # Measured (300 synthetic training images, 30 epochs, 138 s on 2 shared cores): keypoint AP 0.0004, AR50 0.027,
-    # pose-object box AP50 0.115; untrained: all exactly 0 (similar runs of the same budget: AP 0.0003-0.006, AR50
-    # 0.02-0.07). A short from-scratch run learns where people are long before it learns their poses, so both are
-    # checked, each with a margin below what was measured.
+          f"trained {trained['AP']:.4f} (AP50 {trained['AP50']:.4f}, AR50 {trained['AR50']:.4f}), mean pose in the "
+          f"true boxes {mean_pose['AP']:.5f} (AR50 {mean_pose['AR50']:.4f}); person boxes of the pose objects: AP50 "
+          f"untrained {untrained['box_AP50']:.3f}, trained {trained['box_AP50']:.3f}")
+    # Measured (these 400 training images, 20 epochs, about 270 s on 2 shared cores): keypoint AP 0.0044, AP50 0.036,
+    # AR50 0.053, pose-object box AP50 0.312; the same recipe from another initialisation AP 0.0050, AR50 0.013, box
+    # AP50 0.252; untrained: all exactly 0; the mean pose in the true boxes AP 0.00002, AR50 0.004. A short
+    # from-scratch run finds people well before it places their keypoints well, so both are checked, with margins
+    # below the lower of the two runs.
     assert untrained["AP"] == 0 and untrained["AR50"] == 0
-    assert trained["AP"] > 0 and trained["AR50"] > MIN_AR50
+    assert trained["AP"] > MIN_AP and trained["AP"] > 10 * mean_pose["AP"]
+    assert trained["AR50"] > max(MIN_AR50, mean_pose["AR50"])
     assert trained["box_AP50"] > untrained["box_AP50"] + MIN_BOX_AP50
 
 
-EPOCHS = 30
-MIN_AR50 = 0.005
-MIN_BOX_AP50 = 0.04
+EPOCHS = 20
+MIN_AP = 0.002
+MIN_AR50 = 0.008
+MIN_BOX_AP50 = 0.15
 
 
 @pytest.mark.slow
@@ -142,7 +170,7 @@ def test_memorises_a_few_images_end_to_end(synth_data):
     finally:
         torch.set_num_threads(threads)
     print(f"kapao-tiny memorising 12 images: AP {stats['AP']:.3f} AP50 {stats['AP50']:.3f}")
-    assert stats["AP"] > 0.2  # measured 0.344 (AP50 0.786) after 400 steps, about a minute
+    assert stats["AP"] > 0.2  # measured 0.483 (AP50 0.730) after 400 steps at 256x320 (0.344 at 256x256), 2.5 min
 
 
 MEMORISE_STEPS = 400
