@@ -41,7 +41,7 @@ def test_detector_refuses_a_pose_model():
 
 @pytest.mark.slow
 def test_trained_detector_finds_people_and_feeds_the_topdown_pipeline(tmp_path_factory, tmp_path):
-    """det-tiny trained for about a minute and a half: person box AP and recall at IoU 0.5 (pycocotools, val images
+    """det-tiny trained for about two minutes: person box AP and recall at IoU 0.5 (pycocotools, val images
     it never saw) clearly above the untrained detector's; then it serves as the top-down pipeline's box source."""
     from pose_edge.data import synth
     from pose_edge.data.coco import CocoKeypoints
@@ -85,11 +85,12 @@ def test_trained_detector_finds_people_and_feeds_the_topdown_pipeline(tmp_path_f
     assert 0 < per_image <= len(boxes)  # one pose per detected box at most (OKS-NMS may merge some)
 
 
-# Measured (200 images, 20 epochs, about 95 s on one thread): box AP50 0.059 and R50 0.763 against the untrained
-# detector's 0.0008 and 0.151 (6 epochs were too few: AP50 0.002-0.03 from run to run). A from-scratch detector this
-# small finds most people (recall) long before its boxes are tight and well ranked (AP), so the margins differ.
+# Measured (200 images, 20 epochs, about 130 s on one thread, 256x320 input): box AP50 0.190 and R50 0.785 against the
+# untrained detector's 0.0002 (AP) and 0.194 (R50); at the earlier 256x256 input, 95 s: AP50 0.059, R50 0.763 (6
+# epochs were too few: AP50 0.002-0.03 from run to run). A from-scratch detector this small finds most people
+# (recall) long before its boxes are tight and well ranked (AP), so the margins differ.
 DETECTOR_EPOCHS = 20
-DETECTOR_MIN_AP50 = 0.02
+DETECTOR_MIN_AP50 = 0.08
 DETECTOR_MIN_R50 = 0.3
 
 

@@ -260,7 +260,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            CPU_RECIPE),
     _detector("det-s", "s", 640, 300, 64, "person detector for top-down: yolov5s6 body, 1 class, 640 input"),
     _detector("det-n", "n", 640, 300, 64, "person detector for top-down: quarter width, 640 input"),
-    _detector("det-tiny", "tiny", 256, 30, 8, "small CPU person detector for tests and the demo", CPU_RECIPE),
+    # the same 4:3 input: box AP50 0.190 after 20 epochs on 200 images, against 0.059 at 256x256 (tests/test_detector)
+    _detector("det-tiny", "tiny", (256, 320), 30, 8, "small CPU person detector for tests and the demo", CPU_RECIPE),
 )}
 
 
