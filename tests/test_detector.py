@@ -100,7 +100,7 @@ def test_tta_passes_run_on_the_fixed_input_size():
     from pose_edge.runtime.kapao_pipeline import KapaoPipeline
 
     b = backend("det-tiny")
-    image = np.full((256, 256, 3), 90, np.uint8)
+    image = np.full((b.meta.input.height, b.meta.input.width, 3), 90, np.uint8)  # an input canvas
     plain = KapaoPipeline(b).rows(image[None])
     both = KapaoPipeline(b, flip=True).rows(image[None])
     assert both.shape[1] == 2 * plain.shape[1]
