@@ -9,8 +9,10 @@ batch.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as torch_dist
@@ -67,8 +69,19 @@ def setup(device: str | None = None) -> Dist:
 
 
 def cleanup(dist: Dist) -> None:
-    if dist.enabled and torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
+    """Leave the process group together: wait (a minute at most, so a failed peer cannot hang us) until every rank
+    is here, free what still holds the group, then destroy it. A DDP wrapper caught in a reference cycle would
+    otherwise live until interpreter exit, where gloo's worker threads can abort the process (seen once in CI:
+    "terminate called without an active exception" in rank 1 of a finished run)."""
+    if not (dist.enabled and torch_dist.is_initialized()):
+        return
+    if torch_dist.get_backend() == "gloo":
+        try:
+            torch_dist.monitored_barrier(timeout=timedelta(seconds=60))
+        except RuntimeError:
+            pass  # a peer failed or left: its error is the one to report
+    gc.collect()
+    torch_dist.destroy_process_group()
 
 
 def barrier(dist: Dist) -> None:
