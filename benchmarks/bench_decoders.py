@@ -32,9 +32,9 @@ import cv2
 import numpy as np
 
 from pose_edge.fsutil import atomic_write_json, atomic_write_text
+from pose_edge.geometry import fit
 from pose_edge.runtime import kapao_decode as kd
 from pose_edge.runtime.heatmap_decode import LOG_FLOOR, dark_blur_weights, decode_heatmaps
-from pose_edge.runtime.letterbox import fit
 
 KAPAO_STRIDES = (8, 16, 32, 64)
 KAPAO_ANCHORS = (((19, 27), (44, 40), (38, 94)), ((96, 68), (86, 152), (180, 137)),

@@ -48,8 +48,9 @@ def machine() -> dict:
 def graphs_for(name: str, tmp: Path) -> tuple[object, object, dict[str, Path]]:
     from pose_edge.export import fp16, int8
     from pose_edge.export.onnx_export import export_onnx, get_graph_info, sample_images, save_model, set_graph_info
+
+    from pose_edge.model_meta import GraphInfo
     from pose_edge.models import build_model, model_meta
-    from pose_edge.runtime.graph_meta import GraphInfo
 
     torch.manual_seed(0)
     model, meta = build_model(name).eval(), model_meta(name)
@@ -65,6 +66,7 @@ def graphs_for(name: str, tmp: Path) -> tuple[object, object, dict[str, Path]]:
 
 def bench(presets, batches, repeat: int) -> dict:
     from pose_edge.export.onnx_export import sample_images
+
     from pose_edge.runtime.backend import normalize
     from pose_edge.runtime.ort_backend import OrtBackend
 

@@ -13,7 +13,6 @@ import contextlib
 import io
 
 import numpy as np
-
 from pose_edge.export.progress import progress_bar
 
 
@@ -35,7 +34,7 @@ def _kapao_results(backend, data, advance) -> list[dict]:
 def _box_ap(backend, data, advance) -> dict[str, float]:
     from pycocotools.cocoeval import COCOeval
 
-    from pose_edge.evaluate import STAT_NAMES
+    from pose_edge.evaluate.scoring import STAT_NAMES
     from pose_edge.runtime.detector import PersonDetector
 
     detector = PersonDetector(backend, conf_thres=0.001, max_det=100)
@@ -63,7 +62,7 @@ def _box_ap(backend, data, advance) -> dict[str, float]:
 def evaluate_backend(backend, data_dir, split: str = "val", progress: bool = True, label: str = "") -> dict:
     """COCO statistics (AP, AP50, ... as pose_edge.evaluate names them) of `backend` on `data_dir`'s split."""
     from pose_edge.data.coco import CocoKeypoints
-    from pose_edge.evaluate import evaluate_keypoints
+    from pose_edge.evaluate.scoring import evaluate_keypoints
 
     data = CocoKeypoints(data_dir, split)
     family = backend.meta.family

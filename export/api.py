@@ -24,15 +24,21 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-
-from pose_edge.errors import PoseEdgeError
 from pose_edge.export import fp16 as fp16_mod
 from pose_edge.export import int8 as int8_mod
 from pose_edge.export.distortion import distortion
-from pose_edge.export.onnx_export import (export_onnx, get_graph_info, load_model, run_onnx, sample_images,
-                                          save_model, set_graph_info)
-from pose_edge.runtime.graph_meta import GraphInfo
-from pose_edge.runtime.meta import ModelMeta
+from pose_edge.export.onnx_export import (
+    export_onnx,
+    get_graph_info,
+    load_model,
+    run_onnx,
+    sample_images,
+    save_model,
+    set_graph_info,
+)
+
+from pose_edge.errors import PoseEdgeError
+from pose_edge.model_meta import GraphInfo, ModelMeta
 
 ENGINES = ("onnx", "trt")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -85,7 +91,6 @@ def default_paths(run_dir: Path, preset: str, precision: str, engine: str, out: 
 def activation_ranges(model: onnx.ModelProto, images: np.ndarray) -> dict[str, float]:
     """max |x| of every float node output over `images` (uint8 batch), by node name."""
     from onnx import TensorProto, helper
-
     from pose_edge.export.fp16 import _tensor_types
 
     types = _tensor_types(model)
@@ -156,7 +161,7 @@ def export_artifact(artifact: str | Path, *, engine: str = "onnx", precision: st
         onnx_path, engine_path = artifact, (Path(out) if out else artifact.with_suffix(".engine"))
         fp32 = None
     else:
-        from pose_edge.train.checkpoint import load_model as load_checkpoint_model
+        from pose_edge.models.checkpoint import load_model as load_checkpoint_model
 
         model, meta, ckpt = load_checkpoint_model(artifact)
         run_dir = ckpt.parent
@@ -214,6 +219,7 @@ def compare_precisions(fp32: onnx.ModelProto | None, exported: onnx.ModelProto, 
                        ) -> dict[str, dict]:
     """AP of FP32, FP16 and (with calibration images) INT8 on `val`, all through ONNX Runtime on the CPU."""
     from pose_edge.export.ap_compare import evaluate_backend
+
     from pose_edge.runtime.ort_backend import OrtBackend
 
     if fp32 is None:

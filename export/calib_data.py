@@ -20,8 +20,8 @@ from typing import Iterator
 import numpy as np
 
 from pose_edge.errors import DataError
-from pose_edge.runtime.letterbox import letterbox
-from pose_edge.runtime.meta import ModelMeta
+from pose_edge.geometry import letterbox
+from pose_edge.model_meta import ModelMeta
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DEFAULT_COUNT = 300
@@ -29,11 +29,11 @@ DEFAULT_COUNT = 300
 
 def crop_person(image: np.ndarray, box_xywh, size_hw: tuple[int, int]) -> np.ndarray:
     """uint8 [H, W, 3] image, person box (x, y, w, h) in image pixels -> uint8 [h, w, 3] crop at the input size, by
-    the top-down pipeline's own transform (pose_edge.runtime.topdown: aspect fixed, 1.25 padding)."""
-    from pose_edge.runtime import topdown
+    the top-down pipeline's own transform (pose_edge.geometry: aspect fixed, 1.25 padding)."""
+    from pose_edge.geometry import box_to_center_size, crop_affine, warp_crops
 
-    center, size = topdown.box_to_center_size(np.asarray(box_xywh, np.float64)[None], size_hw[1] / size_hw[0])
-    return topdown.warp_crops(image, topdown.crop_affine(center, size, size_hw), size_hw)[0]
+    center, size = box_to_center_size(np.asarray(box_xywh, np.float64)[None], size_hw[1] / size_hw[0])
+    return warp_crops(image, crop_affine(center, size, size_hw), size_hw)[0]
 
 
 def _coco_split(path: Path) -> tuple[Path, str] | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pose_edge.keypoints import OKS_SIGMAS
-from pose_edge.runtime.meta import ModelMeta
+from pose_edge.model_meta import ModelMeta
 
 ROW_CONF = 0.1  # rows above this confidence on either side are compared
 MIN_ROWS = 32  # per image, so that an untrained network (no confident row) is still measured on its best rows

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pose_edge.runtime.meta import InputSpec
+from pose_edge.model_meta import InputSpec
 
 
 class InGraphPreprocess(nn.Module):

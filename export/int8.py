@@ -32,10 +32,10 @@ from typing import Callable, Iterable
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from pose_edge.export.distortion import distortion
 
 from pose_edge.errors import PoseEdgeError
-from pose_edge.export.distortion import distortion
-from pose_edge.runtime.meta import ModelMeta
+from pose_edge.model_meta import ModelMeta
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose")
 METHODS = ("max", "percentile", "mse")

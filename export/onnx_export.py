@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-
 from pose_edge.export.graph_input import InGraphPreprocess
+
 from pose_edge import __version__
 from pose_edge.errors import PoseEdgeError
 from pose_edge.fsutil import atomic_write_bytes
-from pose_edge.runtime.graph_meta import METADATA_KEY, GraphInfo, TensorInfo
-from pose_edge.runtime.meta import ModelMeta
+from pose_edge.model_meta import METADATA_KEY, GraphInfo, ModelMeta, TensorInfo
 
 OPSET = 19  # DequantizeLinear-19 takes float16 scales (INT8 on an FP16 graph); TensorRT 10+ and TRT-RTX parse it
 FP32_PARITY_TOL = 1e-4  # max |onnx - torch| / max |torch| per output; measured 1e-7 (tiny nets) .. 7e-5 (ResNet-50)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from pose_edge.errors import PoseEdgeError
 from pose_edge.fsutil import atomic_write_bytes
+from pose_edge.model_meta import GraphInfo
 from pose_edge.runtime.engine_sidecar import EngineSidecar, file_sha256
-from pose_edge.runtime.graph_meta import GraphInfo
 
 MODULES = ("tensorrt", "tensorrt_rtx")
 DEFAULT_WORKSPACE = 2 << 30  # bytes; enough for every preset at batch 32, small enough for an 8 GB Orin
@@ -99,7 +99,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, info: GraphInfo
                  compute_capabilities: tuple[str, ...] | None = None, rebuild: str = "pose-edge export RUN --engine trt",
                  module: str | None = None) -> EngineSidecar:
     """Build `onnx_path` into `engine_path` (+ sidecar) and return the sidecar. Nothing is written if it fails."""
-    from pose_edge.runtime.device import gpu_status
+    from pose_edge.runtime.gpu import gpu_status
 
     trt, trt_name = import_tensorrt(module)
     has_gpu, why = gpu_status()
@@ -108,7 +108,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, info: GraphInfo
         raise PoseEdgeError(f"TensorRT builds engines on the GPU they are for, and there is none here ({why}); "
                             "TensorRT-RTX (`pip install tensorrt-rtx`, POSE_EDGE_TRT=tensorrt_rtx) builds without one")
     if has_gpu:
-        from pose_edge.runtime.trt_backend import gpu_identity
+        from pose_edge.runtime.gpu import gpu_identity
 
         gpu_name, current_cc = gpu_identity()
     if trt_name == "tensorrt":

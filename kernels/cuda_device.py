@@ -20,35 +20,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+from pose_edge.kernels import build
 
 from pose_edge.errors import PoseEdgeError
-from pose_edge.kernels import build
-from pose_edge.runtime.device import gpu_status
-
-
-class CudaError(PoseEdgeError):
-    """A CUDA driver call failed."""
-
-
-def _driver():
-    try:
-        from cuda.bindings import driver
-    except ImportError as e:
-        raise PoseEdgeError("the GPU decoders need cuda-python: pip install 'pose-edge[trt]'") from e
-    return driver
-
-
-def check(result, what: str):
-    """Unwrap a cuda-python result tuple (err, *values), raising CudaError with the driver's name for err."""
-    driver = _driver()
-    err = result[0] if isinstance(result, tuple) else result
-    if err != driver.CUresult.CUDA_SUCCESS:
-        name = driver.cuGetErrorName(err)
-        label = name[1].decode() if name[0] == driver.CUresult.CUDA_SUCCESS else str(err)
-        raise CudaError(f"{what} failed: {label}")
-    if not isinstance(result, tuple) or len(result) == 1:
-        return None
-    return result[1] if len(result) == 2 else result[1:]
+from pose_edge.runtime.gpu import check, gpu_status
+from pose_edge.runtime.gpu import driver as _driver
 
 
 def _load_image(driver, image: bytes, ptx: bool = False):

@@ -20,6 +20,7 @@ KAPAO_ANCHORS = (((19, 27), (44, 40), (38, 94)), ((96, 68), (86, 152), (180, 137
 def exercise(device, seed: int = 0) -> dict:
     """Heatmap decode (float32 quarter and DARK, float16) and the whole KAPAO chain; returns the outputs."""
     from pose_edge.kernels.launch import HeatmapDecoder, KapaoPostprocessor
+
     from pose_edge.runtime.kapao_decode import Thresholds
 
     rng = np.random.default_rng(seed)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from pose_edge.kernels import params as P
 
 from pose_edge.errors import PoseEdgeError
-from pose_edge.kernels import params as P
 from pose_edge.runtime.heatmap_decode import DEFAULT_DARK_KERNEL, dark_blur_weights
 from pose_edge.runtime.kapao_decode import COCO_THRESHOLDS, PoseDetections, Thresholds, row_width
 

@@ -40,6 +40,7 @@ def _compare_on(device, repeat: int = 0) -> str:
     """Heatmap and KAPAO decodes on `device` against the NumPy references; optional timing (ms, median)."""
     from pose_edge.kernels.exercise import KAPAO_ANCHORS, KAPAO_STRIDES
     from pose_edge.kernels.launch import HeatmapDecoder, KapaoPostprocessor
+
     from pose_edge.runtime import kapao_decode as kd
     from pose_edge.runtime.heatmap_decode import decode_heatmaps
 

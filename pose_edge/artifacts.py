@@ -37,7 +37,7 @@ def open_artifact(artifact: str | Path, device: str | None = None):
     if not Path(artifact).exists():
         raise ArtifactError(f"{artifact}: no such file or run folder")
     if kind == "checkpoint":
-        from pose_edge.train.torch_backend import TorchBackend
+        from pose_edge.models.torch_backend import TorchBackend
 
         return TorchBackend.from_checkpoint(artifact, device or "cpu")
     if kind == "onnx":
@@ -61,6 +61,6 @@ def artifact_meta(artifact: str | Path):
         from pose_edge.runtime.ort_backend import OrtBackend
 
         return OrtBackend(artifact, providers=("CPUExecutionProvider",)).meta
-    from pose_edge.train.checkpoint import load_checkpoint, meta_of, resolve_checkpoint
+    from pose_edge.models.checkpoint import load_checkpoint, meta_of, resolve_checkpoint
 
     return meta_of(load_checkpoint(resolve_checkpoint(artifact)))

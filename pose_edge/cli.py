@@ -251,7 +251,7 @@ def selftest_cmd(gpu: bool, as_json: bool) -> None:
     from dataclasses import asdict
 
     from pose_edge.kernels.selftest import run_checks
-    from pose_edge.runtime.device import gpu_status
+    from pose_edge.runtime.gpu import gpu_status
 
     if gpu and not gpu_status()[0]:
         raise PoseEdgeError(f"--gpu needs a GPU: {gpu_status()[1]}")

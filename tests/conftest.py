@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pose_edge.runtime.device import gpu_status
+from pose_edge.runtime.gpu import gpu_status
 
 
 def pytest_collection_modifyitems(config, items):

@@ -93,7 +93,7 @@ def test_selftest_passes_its_cpu_checks():
 
 
 def test_selftest_gpu_without_a_gpu_says_why():
-    from pose_edge.runtime.device import gpu_status
+    from pose_edge.runtime.gpu import gpu_status
 
     if gpu_status()[0]:
         pytest.skip("this machine has a GPU")

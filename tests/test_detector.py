@@ -10,8 +10,8 @@ import torch
 
 from pose_edge.errors import PoseEdgeError
 from pose_edge.models import kapao
+from pose_edge.models.torch_backend import TorchBackend
 from pose_edge.runtime.detector import PersonDetector
-from pose_edge.train.torch_backend import TorchBackend
 
 
 def backend(name: str, seed: int = 0) -> TorchBackend:

@@ -7,16 +7,16 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from test_export_onnx import preset_model
 
 from pose_edge.cli import main
-from test_export_onnx import preset_model
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A run folder holding an (untrained) sb-r18-128x96 checkpoint in the training code's format."""
     from pose_edge.models import get_preset
-    from pose_edge.train.checkpoint import save_checkpoint
+    from pose_edge.models.checkpoint import save_checkpoint
 
     run = tmp_path_factory.mktemp("run")
     model, meta = preset_model("sb-r18-128x96")
@@ -28,8 +28,9 @@ def run_dir(tmp_path_factory):
 
 
 def test_export_onnx_fp16_default_path_and_artifact_opener(run_dir):
-    from pose_edge.artifacts import artifact_meta, open_artifact
     from pose_edge.export.onnx_export import sample_images
+
+    from pose_edge.artifacts import artifact_meta, open_artifact
 
     result = CliRunner().invoke(main, ["export", str(run_dir), "--precision", "fp16", "--json"])
     assert result.exit_code == 0, result.output

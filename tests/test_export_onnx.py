@@ -10,12 +10,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from pose_edge.export.graph_input import InGraphPreprocess
+from pose_edge.export.onnx_export import export_onnx, get_graph_info, relative_error, run_torch, sample_images
 from torch import nn
 
 from pose_edge.errors import ArtifactError, PoseEdgeError
-from pose_edge.export.onnx_export import export_onnx, get_graph_info, relative_error, run_torch, sample_images
-from pose_edge.export.graph_input import InGraphPreprocess
-from pose_edge.runtime.meta import InputSpec, ModelMeta
+from pose_edge.model_meta import InputSpec, ModelMeta
 from pose_edge.runtime.ort_backend import OrtBackend
 
 SMALL_PRESETS = ("sb-r18-128x96", "kapao-tiny", "det-tiny")

@@ -13,7 +13,6 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
-
 from pose_edge.export import fp16, int8
 from pose_edge.export.distortion import distortion
 from pose_edge.export.onnx_export import export_onnx, relative_error, run_onnx, sample_images

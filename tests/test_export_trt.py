@@ -12,13 +12,13 @@ import time
 
 import numpy as np
 import pytest
-
-from pose_edge.errors import ArtifactError, PoseEdgeError
 from pose_edge.export import fp16, int8
 from pose_edge.export.onnx_export import export_onnx, get_graph_info, sample_images, save_model, set_graph_info
-from pose_edge.runtime.engine_sidecar import EngineSidecar, check_sidecar, sidecar_path
-from pose_edge.runtime.graph_meta import GraphInfo
 from test_export_onnx import SMALL_PRESETS, preset_model
+
+from pose_edge.errors import ArtifactError, PoseEdgeError
+from pose_edge.model_meta import GraphInfo
+from pose_edge.runtime.engine_sidecar import EngineSidecar, check_sidecar, sidecar_path
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'pose-edge[trt]')")
 
@@ -127,7 +127,7 @@ def test_stale_engine_is_refused(built_engine, tmp_path):
 
 
 def test_missing_or_malformed_sidecar_and_no_gpu(built_engine, tmp_path):
-    from pose_edge.runtime.device import gpu_available
+    from pose_edge.runtime.gpu import gpu_available
     from pose_edge.runtime.trt_backend import TrtBackend
 
     lone = tmp_path / "lone.engine"
@@ -167,12 +167,11 @@ def test_bad_batch_ranges_and_unknown_targets(tmp_path):
 def test_engine_runs_and_matches_onnx_runtime(precision, synth_data, tmp_path):
     """On a GPU: build with the TensorRT found here, run it, compare with ONNX Runtime on the CPU."""
     from pose_edge.export.distortion import distortion
-    from pose_edge.export.trt_build import build_engine
+    from pose_edge.export.trt_build import build_engine, import_tensorrt
+
+    from pose_edge.runtime.gpu import gpu_identity
     from pose_edge.runtime.ort_backend import OrtBackend
     from pose_edge.runtime.trt_backend import TrtBackend
-
-    from pose_edge.export.trt_build import import_tensorrt
-    from pose_edge.runtime.trt_backend import gpu_identity
 
     _, module = import_tensorrt()
     name, cc = gpu_identity()

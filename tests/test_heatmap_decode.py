@@ -8,11 +8,7 @@ import numpy as np
 import pytest
 
 from pose_edge.errors import PoseEdgeError
-from pose_edge.runtime.heatmap_decode import (
-    dark_blur_weights,
-    dark_kernel_for_sigma,
-    decode_heatmaps,
-)
+from pose_edge.runtime.heatmap_decode import dark_blur_weights, dark_kernel_for_sigma, decode_heatmaps
 
 
 def gaussian_map(h: int, w: int, cx: float, cy: float, sigma: float) -> np.ndarray:

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torchvision
 
+from pose_edge.geometry import Letterbox, fit, letterbox
 from pose_edge.runtime import kapao_decode as kd
-from pose_edge.runtime.letterbox import Letterbox, fit, letterbox
 
 STRIDES = (8, 16, 32, 64)
 ANCHORS = (((19, 27), (44, 40), (38, 94)), ((96, 68), (86, 152), (180, 137)),

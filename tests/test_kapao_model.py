@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from pose_edge.model_meta import ModelMeta
 from pose_edge.models import kapao
-from pose_edge.runtime.meta import ModelMeta
 
 
 @pytest.mark.parametrize("name, millions", [("kapao-s", 12.56), ("kapao-m", 35.76), ("kapao-l", 77.05)])

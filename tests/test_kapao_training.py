@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from pose_edge.data.coco import CocoKeypoints
-from pose_edge.evaluate import evaluate_keypoints
+from pose_edge.evaluate.scoring import evaluate_keypoints
 from pose_edge.models import kapao
-from pose_edge.train.checkpoint import load_checkpoint
+from pose_edge.models.checkpoint import load_checkpoint
 from pose_edge.train.engine import fit, seed_everything
 from pose_edge.train.kapao_train import build_config, build_task, evaluate_model
 
@@ -140,8 +140,8 @@ def test_memorises_a_few_images_end_to_end(synth_data):
     steps on 12 training images, the model's poses on those same images score a high AP. (A memorisation check of
     the chain, not an accuracy claim: the accuracy test above scores unseen images.)"""
     from pose_edge.data.kapao_dataset import KapaoDataset, collate
+    from pose_edge.models.torch_backend import prepare_images
     from pose_edge.train.kapao_loss import build_loss
-    from pose_edge.train.torch_backend import prepare_images
 
     preset = kapao.PRESETS["kapao-tiny"]
     threads = torch.get_num_threads()

@@ -10,10 +10,10 @@ import shutil
 
 import numpy as np
 import pytest
+from pose_edge.kernels import build
 
 from pose_edge.errors import PoseEdgeError
-from pose_edge.kernels import build
-from pose_edge.runtime.device import gpu_status
+from pose_edge.runtime.gpu import gpu_status
 
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA toolkit)")
 
@@ -110,7 +110,7 @@ def test_loader_takes_only_a_fatbin_built_from_these_sources(tmp_path, monkeypat
 @pytest.mark.skipif(gpu_status()[0], reason="checks the message on a machine without a GPU")
 def test_gpu_device_says_clearly_that_there_is_no_gpu():
     from pose_edge.kernels.cuda_device import CudaDevice
-    from pose_edge.runtime.gpu_decode import GpuHeatmapDecoder, gpu_decode_status
+    from pose_edge.kernels.stages import GpuHeatmapDecoder, gpu_decode_status
 
     with pytest.raises(PoseEdgeError, match="NVIDIA GPU"):
         CudaDevice()
@@ -122,12 +122,12 @@ def test_gpu_device_says_clearly_that_there_is_no_gpu():
 
 def test_runtime_glue_runs_the_kernels_on_any_device():
     from pose_edge.kernels.emulator import EmulatedDevice
-    from pose_edge.runtime import kapao_decode as kd
-    from pose_edge.runtime.gpu_decode import GpuHeatmapDecoder, GpuKapaoDecoder
-    from pose_edge.runtime.heatmap_decode import decode_heatmaps
-    from pose_edge.runtime.meta import InputSpec, ModelMeta
+    from pose_edge.kernels.stages import GpuHeatmapDecoder, GpuKapaoDecoder
 
-    from pose_edge.runtime.letterbox import fit
+    from pose_edge.geometry import fit
+    from pose_edge.model_meta import InputSpec, ModelMeta
+    from pose_edge.runtime import kapao_decode as kd
+    from pose_edge.runtime.heatmap_decode import decode_heatmaps
 
     dev = EmulatedDevice()
     rng = np.random.default_rng(0)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from pose_edge.errors import PoseEdgeError
 from pose_edge.kernels import build, params
 from pose_edge.kernels.emulator import EmulatedDevice
+
+from pose_edge.errors import PoseEdgeError
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ (C++20)")
 

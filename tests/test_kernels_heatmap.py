@@ -11,9 +11,9 @@ import shutil
 
 import numpy as np
 import pytest
+from pose_edge.kernels.launch import HeatmapDecoder
 
 from pose_edge.errors import PoseEdgeError
-from pose_edge.kernels.launch import HeatmapDecoder
 from pose_edge.runtime.heatmap_decode import decode_heatmaps
 
 MODES = ("none", "quarter", "dark")

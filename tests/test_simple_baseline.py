@@ -15,9 +15,9 @@ from pose_edge.keypoints import FLIP_PERM, NUM_KEYPOINTS
 from pose_edge.models import build_model, get_preset, model_meta
 from pose_edge.models.flops import count_macs
 from pose_edge.models.simple_baseline import PRESETS, load_backbone_weights
+from pose_edge.models.torch_backend import TorchBackend, prepare_images
 from pose_edge.runtime.backend import normalize
 from pose_edge.train.sb_loss import JointsMSELoss
-from pose_edge.train.torch_backend import TorchBackend, prepare_images
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -125,7 +125,7 @@ def test_torch_preprocessing_equals_the_runtime_normalisation():
 
 
 def test_torch_backend_runs_checkpoints(tmp_path):
-    from pose_edge.train.checkpoint import save_checkpoint
+    from pose_edge.models.checkpoint import save_checkpoint
 
     preset = get_preset("sb-r18-128x96")
     torch.manual_seed(1)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pose_edge.errors import ArtifactError, PoseEdgeError
-from pose_edge.train.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from pose_edge.models.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from pose_edge.train.engine import EpochBatchSampler, fit
 from pose_edge.train.metrics_log import read_csv
 from pose_edge.train.optim import ModelEMA, OptimizerSpec, ScheduleSpec, apply_schedule, build_optimizer

@@ -18,10 +18,10 @@ import torch
 
 from pose_edge.data.coco import CocoKeypoints
 from pose_edge.data.kapao_labels import KapaoLabels
+from pose_edge.data.sampling import sample_rng
 from pose_edge.errors import PoseEdgeError
+from pose_edge.geometry import PAD_VALUE, letterbox
 from pose_edge.keypoints import FLIP_PERM, NUM_KEYPOINTS
-from pose_edge.runtime.letterbox import PAD_VALUE, letterbox
-from pose_edge.train.engine import sample_rng
 
 
 @dataclass(frozen=True)

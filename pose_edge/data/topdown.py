@@ -20,11 +20,11 @@ import cv2
 import numpy as np
 import torch
 
+from pose_edge.data.sampling import sample_rng
 from pose_edge.errors import PoseEdgeError
+from pose_edge.geometry import BOX_PADDING, apply_affine, box_to_center_size, crop_affine
+from pose_edge.heatmap_codec import GaussianHeatmapCodec
 from pose_edge.keypoints import FLIP_PERM, NUM_KEYPOINTS
-from pose_edge.runtime.heatmap_codec import GaussianHeatmapCodec
-from pose_edge.runtime.topdown import BOX_PADDING, apply_affine, box_to_center_size, crop_affine
-from pose_edge.train.engine import sample_rng
 
 UPPER_BODY = tuple(range(11))  # nose .. wrists
 LOWER_BODY = tuple(range(11, NUM_KEYPOINTS))  # hips .. ankles

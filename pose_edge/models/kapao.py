@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from pose_edge.keypoints import NAMES, NUM_KEYPOINTS
+from pose_edge.model_meta import InputSpec, ModelMeta
 from pose_edge.models.preset import Preset
-from pose_edge.runtime.meta import InputSpec, ModelMeta
 
 STRIDES = (8, 16, 32, 64)
 # (w, h) in input pixels at 1280 input, per level P3..P6 (models/yolov5*6.yaml).

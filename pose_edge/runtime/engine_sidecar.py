@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pose_edge.errors import ArtifactError
 from pose_edge.fsutil import atomic_write_json
-from pose_edge.runtime.graph_meta import GraphInfo
+from pose_edge.model_meta import GraphInfo
 
 FORMAT = "pose-edge-engine"
 VERSION = 1

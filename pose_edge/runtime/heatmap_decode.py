@@ -54,24 +54,11 @@ from __future__ import annotations
 import numpy as np
 
 from pose_edge.errors import PoseEdgeError
+from pose_edge.heatmap_codec import MAX_DARK_KERNEL
 
 REFINE_MODES = ("none", "quarter", "dark")
 DEFAULT_DARK_KERNEL = 11  # DARK's configs for sigma 2 (and, as shipped, sigma 3)
-MAX_DARK_KERNEL = 17  # the CUDA kernel's shared-memory window holds blur radii up to 8
 LOG_FLOOR = 1e-10  # DARK clamps the blurred map here before the log
-
-
-def dark_kernel_for_sigma(sigma: float) -> int:
-    """The DARK blur kernel size for a target sigma (heatmap pixels): 3 for sigma 1, 11 for sigma 2, 17 for sigma 3.
-
-    Sigma 1 and 2 follow DARK's configs (128x96 and 256x192); sigma 3 follows mmpose's recommendation of 17, which is
-    what 6*sigma - 1 gives; other sigmas use that rule, rounded to an odd size in 3..MAX_DARK_KERNEL.
-    """
-    if sigma <= 1.0:
-        return 3
-    k = int(round(6.0 * sigma - 1.0))
-    k += 1 - k % 2
-    return int(min(max(k, 3), MAX_DARK_KERNEL))
 
 
 def dark_blur_weights(kernel: int) -> np.ndarray:

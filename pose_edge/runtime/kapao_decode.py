@@ -91,7 +91,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pose_edge.runtime.letterbox import Letterbox
+from pose_edge.geometry import Letterbox
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ import cv2
 import numpy as np
 
 from pose_edge.errors import PoseEdgeError
+from pose_edge.geometry import PAD_VALUE, letterbox
 from pose_edge.keypoints import FLIP_PERM
 from pose_edge.runtime import kapao_decode
 from pose_edge.runtime.kapao_decode import COCO_THRESHOLDS, PoseDetections, Thresholds
-from pose_edge.runtime.letterbox import PAD_VALUE, letterbox
 
 FAMILIES = ("kapao", "person_detector")
 
@@ -118,7 +118,7 @@ def predict_dataset(pipeline: KapaoPipeline, data, progress=None, batch_size: in
     """COCO results of every image of `data` (anything with image_ids and load_image(image_id), e.g. a CocoKeypoints
     split): (keypoint results, person-box results; both empty lists where nothing was found). progress(done, total)
     is called after each batch. A person detector's pipeline gives box results only."""
-    from pose_edge.evaluate import box_results_from_arrays, results_from_arrays
+    from pose_edge.evaluate.scoring import box_results_from_arrays, results_from_arrays
 
     image_ids = list(data.image_ids if image_ids is None else image_ids)
     keypoint_results, box_results = [], []

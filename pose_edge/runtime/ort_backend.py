@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from pose_edge.errors import ArtifactError
-from pose_edge.runtime.device import gpu_available
-from pose_edge.runtime.graph_meta import GraphInfo, prepare_input
+from pose_edge.model_meta import GraphInfo
+from pose_edge.runtime.backend import prepare_input
+from pose_edge.runtime.gpu import gpu_available
 
 # Providers in the order we prefer them; ONNX Runtime silently falls back to the CPU, so `providers` (what the session
 # really got) is what to report, never what was asked for.

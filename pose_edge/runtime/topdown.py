@@ -29,82 +29,19 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from pose_edge.errors import DataError, PoseEdgeError
+from pose_edge.geometry import BOX_PADDING, box_to_center_size, crop_affine, invert_affine, warp_crops
+from pose_edge.heatmap_codec import GaussianHeatmapCodec
 from pose_edge.keypoints import FLIP_PERM, OKS_SIGMAS
-from pose_edge.runtime.heatmap_codec import GaussianHeatmapCodec
-from pose_edge.runtime.heatmap_decode import REFINE_MODES
+from pose_edge.runtime.heatmap_decode import REFINE_MODES, decode_heatmaps
 
-BOX_PADDING = 1.25
 KEYPOINT_SCORE_THRESHOLD = 0.2  # IN_VIS_THRE
 OKS_NMS_THRESHOLD = 0.9
 
 
 # ------------------------------------------------------------------------------------------------------- geometry
-
-
-def box_to_center_size(boxes: np.ndarray, aspect_ratio: float, padding: float = BOX_PADDING
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """boxes [P, 4] (x, y, w, h) -> (centre float64 [P, 2], size float64 [P, 2] = padded, aspect-fixed (w, h)).
-
-    aspect_ratio = W_in / H_in of the model input.
-    """
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    center = boxes[:, :2] + boxes[:, 2:] / 2
-    w, h = boxes[:, 2].copy(), boxes[:, 3].copy()
-    wide = w > aspect_ratio * h
-    h = np.where(wide, w / aspect_ratio, h)
-    w = np.where(~wide, h * aspect_ratio, w)
-    return center, np.stack([w, h], 1) * padding
-
-
-def crop_affine(center: np.ndarray, size: np.ndarray, input_size: tuple[int, int], rotation: np.ndarray | None = None,
-                flip: np.ndarray | None = None) -> np.ndarray:
-    """Image -> input affines float64 [P, 2, 3] of the crops (centre [P, 2], size [P, 2] in image pixels).
-
-    rotation [P] degrees (the crop's content turns counter-clockwise on screen by that angle); flip [P] bool mirrors
-    the crop left-right (x_in -> W_in - 1 - x_in).
-    """
-    center = np.asarray(center, np.float64).reshape(-1, 2)
-    size = np.asarray(size, np.float64).reshape(-1, 2)
-    p = len(center)
-    h_in, w_in = input_size
-    k = w_in / size[:, 0]
-    theta = np.deg2rad(np.zeros(p) if rotation is None else np.asarray(rotation, np.float64))
-    cos, sin = np.cos(theta) * k, np.sin(theta) * k
-    m = np.zeros((p, 2, 3))
-    # y points down, so this rotation matrix turns the content counter-clockwise as seen on screen.
-    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = cos, sin, -sin, cos
-    m[:, :, 2] = np.array([(w_in - 1) / 2, (h_in - 1) / 2]) - np.einsum("pij,pj->pi", m[:, :, :2], center)
-    if flip is not None:
-        f = np.asarray(flip, bool)
-        m[f, 0, :] *= -1
-        m[f, 0, 2] += w_in - 1
-    return m
-
-
-def invert_affine(m: np.ndarray) -> np.ndarray:
-    """[P, 2, 3] -> [P, 2, 3] inverses."""
-    m = np.asarray(m, np.float64)
-    full = np.concatenate([m, np.tile([[[0.0, 0.0, 1.0]]], (len(m), 1, 1))], 1)
-    return np.linalg.inv(full)[:, :2]
-
-
-def apply_affine(m: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """m [P, 2, 3], xy [P, K, 2] -> [P, K, 2]."""
-    return np.einsum("pij,pkj->pki", m[:, :, :2], xy) + m[:, None, :, 2]
-
-
-def warp_crops(image: np.ndarray, image_to_input: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
-    """uint8 [H, W, 3] -> uint8 [P, H_in, W_in, 3]: each crop by cv2.warpAffine (bilinear, black outside)."""
-    h_in, w_in = input_size
-    out = np.empty((len(image_to_input), h_in, w_in, 3), np.uint8)
-    for i, m in enumerate(image_to_input):
-        out[i] = cv2.warpAffine(image, m, (w_in, h_in), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                borderValue=(0, 0, 0))
-    return out
 
 
 def flip_back(heatmaps: np.ndarray, flip_perm=FLIP_PERM, shift: bool = False) -> np.ndarray:
@@ -305,7 +242,8 @@ class TopDownPipeline:
         center, size = box_to_center_size(boxes, w_in / h_in, self.padding)
         to_input = crop_affine(center, size, self.input_size)
         crops = warp_crops(image, to_input, self.input_size)
-        keypoints = self.codec.decode(self.heatmaps(crops), self.refine, invert_affine(to_input))
+        keypoints = decode_heatmaps(self.heatmaps(crops), self.codec.heatmap_to_image(invert_affine(to_input)), self.refine,
+                                    self.codec.dark_kernel)
         scores = rescore(keypoints, box_scores, self.keypoint_threshold)
         keep = np.arange(len(boxes))
         if self.nms_threshold is not None:

@@ -6,7 +6,7 @@ Before anything of TensorRT is touched: the sidecar (`.engine.json`) must exist 
 without one can crash the process). A mismatch is one ArtifactError line with the command that rebuilds the engine.
 
 Device memory and the stream are owned by the backend and released by close() (or `with TrtBackend(...) as b:`);
-every CUDA driver call goes through pose_edge.kernels.cuda_device.check. Outputs come back as float32 numpy arrays
+every CUDA driver call goes through pose_edge.runtime.gpu.check. Outputs come back as float32 numpy arrays
 (FP16 engines output FP16; the GPU decoders read those buffers directly through `device_outputs`).
 
 Nothing in this file has run on a GPU on the machine it was written on (no GPU there): tests marked `gpu` cover it.
@@ -14,34 +14,18 @@ Nothing in this file has run on a GPU on the machine it was written on (no GPU t
 
 from __future__ import annotations
 
-import ctypes
 from pathlib import Path
 
 import numpy as np
 
 from pose_edge.errors import ArtifactError, PoseEdgeError
-from pose_edge.runtime.device import gpu_status
+from pose_edge.runtime.backend import prepare_input
 from pose_edge.runtime.engine_sidecar import EngineSidecar, check_sidecar
-from pose_edge.runtime.graph_meta import prepare_input
+from pose_edge.runtime.gpu import check, gpu_identity, gpu_status
+from pose_edge.runtime.gpu import driver as cuda_driver
 
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8, "int8": np.int8, "int32": np.int32,
               "int64": np.int64, "bool": np.bool_}
-
-
-def gpu_identity(ordinal: int = 0) -> tuple[str, str]:
-    """(GPU name, compute capability "major.minor") from the driver, without TensorRT or torch."""
-    ok, why = gpu_status()
-    if not ok:
-        raise PoseEdgeError(f"no GPU: {why}")
-    libcuda = ctypes.CDLL("libcuda.so.1")
-    device = ctypes.c_int()
-    name = ctypes.create_string_buffer(256)
-    major, minor = ctypes.c_int(), ctypes.c_int()
-    if (libcuda.cuDeviceGet(ctypes.byref(device), ordinal) or libcuda.cuDeviceGetName(name, 256, device)
-            or libcuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device)  # ..._COMPUTE_CAPABILITY_MAJOR
-            or libcuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)):  # ..._COMPUTE_CAPABILITY_MINOR
-        raise PoseEdgeError(f"the CUDA driver cannot describe GPU {ordinal}")
-    return name.value.decode(errors="replace"), f"{major.value}.{minor.value}"
 
 
 def _import(module: str):
@@ -70,10 +54,7 @@ class TrtBackend:
         gpu_name, cc = gpu_identity(device)
         check_sidecar(self.sidecar, self.path, self.sidecar.trt_module, trt.__version__, gpu_name, cc)
 
-        from cuda.bindings import driver
-
-        from pose_edge.kernels.cuda_device import check
-
+        driver = cuda_driver()
         self._drv, self._check = driver, check
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
         self._ctx = None

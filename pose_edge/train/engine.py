@@ -53,18 +53,12 @@ from torch import nn
 
 from pose_edge.errors import PoseEdgeError
 from pose_edge.fsutil import atomic_write_json
+from pose_edge.models.checkpoint import load_checkpoint, save_checkpoint
 from pose_edge.train import distributed as D
-from pose_edge.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from pose_edge.train.metrics_log import write_metrics
-from pose_edge.train.optim import (
-    ModelEMA,
-    OptimizerSpec,
-    ScheduleSpec,
-    apply_schedule,
-    build_optimizer,
-    spec_from_dict,
-)
+from pose_edge.train.optim import ModelEMA, OptimizerSpec, ScheduleSpec, apply_schedule, build_optimizer, spec_from_dict
 from pose_edge.train.progress import EpochProgress, console
+from pose_edge.train.rng_state import capture_rng_state, restore_rng_state
 
 
 @dataclass(frozen=True)
@@ -105,7 +99,7 @@ class TrainTask:
 
     model: nn.Module
     preset: object  # pose_edge.models.preset.Preset
-    meta: object  # pose_edge.runtime.meta.ModelMeta
+    meta: object  # pose_edge.model_meta.ModelMeta
     train_dataset: torch.utils.data.Dataset
     collate_fn: Callable
     prepare_inputs: Callable[[dict], torch.Tensor]
@@ -117,12 +111,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The random generator of one training sample: the same (seed, epoch, index) always draws the same numbers,
-    whatever worker or rank loads it."""
-    return np.random.default_rng([seed, epoch, index])
 
 
 class EpochBatchSampler(torch.utils.data.Sampler):

@@ -64,9 +64,9 @@ def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, eval_max_ima
     from pose_edge.data.coco import CocoKeypoints
     from pose_edge.data.kapao_dataset import KapaoDataset, collate
     from pose_edge.models.kapao import build_model, model_meta
+    from pose_edge.models.torch_backend import prepare_images
     from pose_edge.train.engine import TrainTask
     from pose_edge.train.kapao_loss import build_loss
-    from pose_edge.train.torch_backend import prepare_images
 
     meta = model_meta(preset)
     model = build_model(preset)
@@ -95,7 +95,7 @@ def evaluate_model(model, meta, data, device: str | torch.device = "cpu", thresh
                    max_images: int | None = None, batch_size: int = 8, scales=(1.0,), flip: bool = False,
                    progress=None) -> dict[str, float]:
     """COCO statistics of a KAPAO model (keypoint AP) or a person detector (box AP) on a CocoKeypoints split."""
-    from pose_edge.train.torch_backend import TorchBackend
+    from pose_edge.models.torch_backend import TorchBackend
 
     return evaluate_backend(TorchBackend(model, meta, device), data, thresholds, max_images, batch_size, scales, flip,
                             progress)
@@ -104,7 +104,7 @@ def evaluate_model(model, meta, data, device: str | torch.device = "cpu", thresh
 def evaluate_backend(backend, data, thresholds: Thresholds = COCO_THRESHOLDS, max_images: int | None = None,
                      batch_size: int = 8, scales=(1.0,), flip: bool = False, progress=None) -> dict[str, float]:
     """The same for any runtime backend (torch, ONNX Runtime, TensorRT) of family kapao or person_detector."""
-    from pose_edge.evaluate import evaluate_boxes, evaluate_keypoints, restricted_gt
+    from pose_edge.evaluate.scoring import evaluate_boxes, evaluate_keypoints, restricted_gt
     from pose_edge.runtime.kapao_pipeline import KapaoPipeline, predict_dataset
 
     detector = backend.meta.family == "person_detector"

@@ -40,8 +40,8 @@ def train(preset_name: str, data_dir: str | Path, *, out: str | Path | None = No
     """Train `preset_name` on the data set at `data_dir`; return fit's summary (run_dir, best AP, history, ...) on
     rank 0 and None on the other ranks of a torchrun launch."""
     from pose_edge.models import get_preset
+    from pose_edge.models.checkpoint import load_checkpoint
     from pose_edge.train import distributed as D
-    from pose_edge.train.checkpoint import load_checkpoint
     from pose_edge.train.engine import fit, seed_everything
 
     preset = get_preset(preset_name)

@@ -42,8 +42,8 @@ def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, backbone_wei
     from pose_edge.data.coco import CocoKeypoints
     from pose_edge.data.topdown import TopDownDataset, collate
     from pose_edge.models.simple_baseline import build_model, load_backbone_weights, model_meta
+    from pose_edge.models.torch_backend import prepare_images
     from pose_edge.train.sb_loss import JointsMSELoss
-    from pose_edge.train.torch_backend import prepare_images
 
     meta = model_meta(preset)
     model = build_model(preset)
@@ -73,9 +73,9 @@ def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, backbone_wei
 def evaluate_model(model, meta, data, device: str | torch.device = "cpu", boxes="gt", flip: bool = False,
                    refine: str = "dark", max_images: int | None = None, progress=None) -> dict[str, float]:
     """COCO keypoint statistics of a Simple Baseline model on a CocoKeypoints split."""
-    from pose_edge.evaluate import evaluate_keypoints, restricted_gt
+    from pose_edge.evaluate.scoring import evaluate_keypoints, restricted_gt
+    from pose_edge.models.torch_backend import TorchBackend
     from pose_edge.runtime.topdown import TopDownPipeline, predict_dataset, source_for
-    from pose_edge.train.torch_backend import TorchBackend
 
     pipeline = TopDownPipeline(TorchBackend(model, meta, device), flip=flip, refine=refine)
     image_ids = data.image_ids[:max_images] if max_images else data.image_ids

@@ -20,15 +20,13 @@ A RUN folder holds last.pt and best.pt; anything that takes a checkpoint also ta
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pose_edge.errors import ArtifactError
 from pose_edge.fsutil import atomic_open
-from pose_edge.runtime.meta import ModelMeta
+from pose_edge.model_meta import ModelMeta
 
 FORMAT = "pose-edge-checkpoint"
 VERSION = 1
@@ -110,32 +108,3 @@ def load_model(artifact: str | Path, prefer: str = "best"):
     except RuntimeError as e:
         raise ArtifactError(f"{path}: weights do not fit preset {preset.name!r} ({_first_line(e)})") from None
     return model.eval(), meta_of(state), path
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Random number generator states, as plain values that weights_only loading accepts.
-
-
-def capture_rng_state() -> dict:
-    """Python, NumPy (global), torch CPU and every CUDA device's generator states."""
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    py_version, py_state, py_gauss = random.getstate()
-    state = {
-        "python": [py_version, list(py_state), py_gauss],
-        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
-                  "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_gauss)},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    return state
-
-
-def restore_rng_state(state: dict) -> None:
-    version, py_state, gauss = state["python"]
-    random.setstate((version, tuple(py_state), gauss))
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pose_edge.errors import PoseEdgeError
-from pose_edge.runtime.meta import InputSpec, ModelMeta
+from pose_edge.model_meta import InputSpec, ModelMeta
 
 
 def prepare_images(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
@@ -36,7 +36,7 @@ class TorchBackend:
     @classmethod
     def from_checkpoint(cls, artifact: str | Path, device: str | torch.device = "cpu") -> "TorchBackend":
         """From a checkpoint file or a RUN folder (its best.pt, else last.pt)."""
-        from pose_edge.train.checkpoint import load_model
+        from pose_edge.models.checkpoint import load_model
 
         model, meta, path = load_model(artifact)
         backend = cls(model, meta, device)

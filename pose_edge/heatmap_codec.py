@@ -1,4 +1,5 @@
-"""Gaussian heatmaps: keypoints in input pixels <-> one map per keypoint. Encodes training targets, decodes outputs.
+"""Gaussian heatmaps: keypoints in input pixels <-> one map per keypoint. Encodes training targets and owns the
+heatmap <-> input convention that decoding applies (heatmap_to_image); finding the peaks is the decoders' job.
 
 Coordinates. Input pixels and heatmap pixels both put the centre of their top-left pixel at (0, 0). Heatmap pixel
 (i, j) covers input pixels stride*j .. stride*j + stride-1, so its centre is at input x = stride*j + (stride-1)/2:
@@ -19,7 +20,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from pose_edge.runtime.heatmap_decode import dark_kernel_for_sigma, decode_heatmaps
+MAX_DARK_KERNEL = 17  # the CUDA decode kernel's shared-memory window holds blur radii up to 8
+
+
+def dark_kernel_for_sigma(sigma: float) -> int:
+    """The DARK blur kernel size for a target sigma (heatmap pixels): 3 for sigma 1, 11 for sigma 2, 17 for sigma 3.
+
+    Sigma 1 and 2 follow DARK's configs (128x96 and 256x192); sigma 3 follows mmpose's recommendation of 17, which is
+    what 6*sigma - 1 gives; other sigmas use that rule, rounded to an odd size in 3..MAX_DARK_KERNEL.
+    """
+    if sigma <= 1.0:
+        return 3
+    k = int(round(6.0 * sigma - 1.0))
+    k += 1 - k % 2
+    return int(min(max(k, 3), MAX_DARK_KERNEL))
 
 
 class GaussianHeatmapCodec:
@@ -59,13 +73,13 @@ class GaussianHeatmapCodec:
         heatmaps = (gy[:, :, None] * gx[:, None, :]) * weights[:, None, None]
         return heatmaps.astype(np.float32), weights.astype(np.float32)
 
-    def decode(self, heatmaps: np.ndarray, refine: str = "dark", input_to_image: np.ndarray | None = None
-               ) -> np.ndarray:
-        """heatmaps [N, K, h, w] -> float32 [N, K, 3] (x, y, score): input pixels, or image pixels through
-        input_to_image [N, 2, 3] (the inverse of each crop's image -> input affine)."""
-        n = heatmaps.shape[0]
-        to_input = np.broadcast_to(np.vstack([self.heatmap_to_input, [0, 0, 1]]), (n, 3, 3))
-        if input_to_image is not None:
-            a = np.concatenate([np.asarray(input_to_image, np.float64), np.tile([[[0, 0, 1.0]]], (n, 1, 1))], 1)
-            to_input = a @ to_input
-        return decode_heatmaps(heatmaps, to_input[:, :2], refine=refine, dark_kernel=self.dark_kernel)
+    def heatmap_to_image(self, input_to_image: np.ndarray) -> np.ndarray:
+        """float64 [N, 2, 3]: heatmap pixels -> image pixels, given each crop's input -> image affine [N, 2, 3]
+        (the inverse of its image -> input affine). The decoders take it as it is (pose_edge.runtime.heatmap_decode
+        and the CUDA kernel), so the convention lives here only."""
+        a = np.asarray(input_to_image, np.float64)
+        h = self.heatmap_to_input
+        out = np.empty_like(a)
+        out[:, :, :2] = a[:, :, :2] @ h[:, :2]
+        out[:, :, 2] = a[:, :, :2] @ h[:, 2] + a[:, :, 2]
+        return out

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pose_edge.runtime.device import gpu_status
+from pose_edge.runtime.gpu import gpu_status
 from pose_edge.runtime.heatmap_decode import DEFAULT_DARK_KERNEL
 from pose_edge.runtime.kapao_decode import COCO_THRESHOLDS, PoseDetections, Thresholds
 

@@ -1,10 +1,11 @@
-"""What an exported graph says about itself: the model, its input format, its outputs and its precision.
+"""What every artefact says about itself: the model (ModelMeta, in checkpoints, ONNX models and engines) and, for
+exported graphs, their input format, outputs and precision (GraphInfo).
 
-Written by pose_edge.export into the ONNX model's metadata (key `pose_edge`, one JSON object) and copied into every
-engine's sidecar, so that a runtime needs nothing but the artefact to feed it and decode it. Torch-free and onnx-free:
-ONNX Runtime hands the metadata over as a string map.
+A runtime needs nothing but these records and the artefact itself to turn images into poses: the input spec says how
+to prepare pixels, the head fields say how to decode the outputs. Torch-free and onnx-free; stored as JSON.
 
-Input formats:
+GraphInfo is written by pose_edge.export into the ONNX model's metadata (key `pose_edge`, one JSON object) and copied
+into every engine's sidecar; ONNX Runtime hands the metadata over as a string map. Input formats:
     "uint8_nhwc_bgr"   uint8 [N, H, W, 3] in OpenCV's BGR order, exactly what Backend.run receives; the cast, the
                        channel flip, the transpose to NCHW and (x - mean) / std happen inside the graph.
     "float32_nchw"     float32 [N, 3, H, W] already normalised (pose_edge.runtime.backend.normalize does it on the host).
@@ -12,12 +13,83 @@ Input formats:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
 from pose_edge import __version__
 from pose_edge.errors import ArtifactError
-from pose_edge.runtime.meta import ModelMeta
+from pose_edge.keypoints import NAMES
+
+FAMILIES = ("simple_baseline", "kapao", "person_detector")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How pixels enter the network: x = (pixel - mean) / std on RGB values in 0..255, NCHW float."""
+
+    height: int
+    width: int
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (255.0, 255.0, 255.0)
+    color: str = "RGB"
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What a model is and how to read its outputs.
+
+    family: "simple_baseline" (outputs heatmaps [N, K, H/heatmap_stride, W/heatmap_stride]),
+            "kapao" or "person_detector" (outputs one raw grid [N, A*(5+num_classes+2K), H/S, W/S] per stride S,
+            channel = a*(5+num_classes+2K) + c, anchors in input pixels).
+    """
+
+    family: str
+    preset: str
+    input: InputSpec
+    keypoints: tuple[str, ...] = NAMES
+    heatmap_stride: int | None = None
+    strides: tuple[int, ...] | None = None
+    anchors: tuple[tuple[tuple[float, float], ...], ...] | None = None
+    num_classes: int | None = None
+    pose_edge_version: str = __version__
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ArtifactError(f"unknown model family {self.family!r}; expected one of {', '.join(FAMILIES)}")
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoints)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelMeta":
+        try:
+            d = dict(d)
+            d["input"] = InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["input"].items()})
+            d["keypoints"] = tuple(d.get("keypoints", NAMES))
+            if d.get("strides") is not None:
+                d["strides"] = tuple(d["strides"])
+            if d.get("anchors") is not None:
+                d["anchors"] = tuple(tuple(tuple(a) for a in level) for level in d["anchors"])
+            return cls(**d)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"model metadata is malformed ({e}); re-export the model with this pose-edge") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelMeta":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ArtifactError(f"model metadata is not valid JSON ({e})") from None
+
 
 METADATA_KEY = "pose_edge"
 FORMAT_VERSION = 1
@@ -112,29 +184,3 @@ class GraphInfo:
             return cls.from_dict(json.loads(text), source)
         except json.JSONDecodeError as e:
             raise ArtifactError(f"{source}: pose-edge metadata is not valid JSON ({e})") from None
-
-
-def prepare_input(images, info: GraphInfo):
-    """uint8 [N, H, W, 3] BGR (Backend.run's input) -> the array the graph takes, per info.input_format.
-
-    H, W must equal the model's input size unless the graph has a dynamic size (then multiples of the largest stride).
-    """
-    import numpy as np
-
-    from pose_edge.errors import PoseEdgeError
-    from pose_edge.runtime.backend import normalize
-
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
-        raise PoseEdgeError(f"expected a non-empty batch of uint8 BGR images [N, H, W, 3], got {images.dtype} "
-                            f"{images.shape}")
-    spec = info.meta.input
-    h, w = images.shape[1:3]
-    if (h, w) != (spec.height, spec.width):
-        multiple = max(info.meta.strides or (1,))
-        if not info.dynamic_size or h % multiple or w % multiple:
-            what = (f"or multiples of {multiple}" if info.dynamic_size else "(this graph has a fixed size)")
-            raise PoseEdgeError(f"{info.meta.preset} takes {spec.height}x{spec.width} images {what}, got {h}x{w}")
-    if info.input_format == "uint8_nhwc_bgr":
-        return np.ascontiguousarray(images)
-    return normalize(images, spec)
