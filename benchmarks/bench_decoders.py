@@ -240,7 +240,7 @@ def kapao_like_reference(grids, letterboxes, t: kd.Thresholds = kd.COCO_THRESHOL
             best = eligible[int(np.argmin(d2))]
             if conf > poses[best, k, 2] and float(d2.min()) < t.overwrite_tol**2:
                 poses[best, k] = (x, y, conf)
-        out.append(kd.PoseDetections(boxes.astype(np.float32), scores, poses))
+        out.append(kd.PoseDetections(keypoints=poses, boxes=boxes.astype(np.float32), scores=scores))
     return out
 
 

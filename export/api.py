@@ -10,7 +10,7 @@ Steps, each of which raises PoseEdgeError with one line and writes nothing when 
        int8: calibration on real images, per-layer sensitivity, Q/DQ on the FP16 graph (export/int8.py);
     3. the ONNX is written atomically; with engine "trt" the engine and its sidecar are built from it
        (export/trt_build.py);
-    4. with `val`, the COCO AP of FP32, FP16 and INT8 side by side through the model's runtime pipeline.
+    4. with `val`, the COCO AP of FP32, FP16 and INT8 side by side through the one evaluation path.
 Default paths: RUN/export/<preset>-<precision>.onnx and .engine (+ .engine.json).
 """
 
@@ -217,9 +217,11 @@ def export_artifact(artifact: str | Path, *, engine: str = "onnx", precision: st
 def compare_precisions(fp32: onnx.ModelProto | None, exported: onnx.ModelProto, info: GraphInfo, val, calib,
                        calib_count: int, method: str, tolerance: float, max_excluded: float, progress: bool
                        ) -> dict[str, dict]:
-    """AP of FP32, FP16 and (with calibration images) INT8 on `val`, all through ONNX Runtime on the CPU."""
-    from pose_edge.export.ap_compare import evaluate_backend
-
+    """AP of FP32, FP16 and (with calibration images) INT8 on `val`'s val split, each graph through ONNX Runtime on
+    the CPU and the one evaluation path (pose_edge.evaluate.split), as `pose-edge eval` scores it."""
+    from pose_edge.data.coco import CocoKeypoints
+    from pose_edge.evaluate.split import evaluate_split
+    from pose_edge.progress import progress_bar
     from pose_edge.runtime.ort_backend import OrtBackend
 
     if fp32 is None:
@@ -238,6 +240,7 @@ def compare_precisions(fp32: onnx.ModelProto | None, exported: onnx.ModelProto, 
                                    progress=progress)
         graphs["int8"] = fp16_mod.convert_to_fp16(qdq, keep_fp32=set(to_fp16(fp32, images)[1]))
     table = {}
+    data = CocoKeypoints(val, "val")
     with tempfile.TemporaryDirectory(prefix="pose-edge-ap-") as tmp:
         for precision, graph in graphs.items():
             if precision != "fp32":
@@ -246,6 +249,18 @@ def compare_precisions(fp32: onnx.ModelProto | None, exported: onnx.ModelProto, 
                 set_graph_info(graph, GraphInfo(**{**get_graph_info(fp32).__dict__}))
             path = Path(tmp) / f"{precision}.onnx"
             save_model(graph, path)
-            table[precision] = evaluate_backend(OrtBackend(path, providers=("CPUExecutionProvider",)), val,
-                                                progress=progress, label=f"{meta.preset} {precision}")
+            backend = OrtBackend(path, providers=("CPUExecutionProvider",))
+            with progress_bar(f"evaluating {meta.preset} {precision}", enabled=progress) as bar:
+                table[precision] = evaluate_split(backend, data, progress=bar.update)
     return table
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    """{"fp32": stats, "int8": stats, ...} -> a small aligned table of AP, AP50, AP75, AR and the AP change."""
+    names = ("AP", "AP50", "AP75", "AR")
+    base = rows.get("fp32", {}).get("AP")
+    lines = ["precision  " + "  ".join(f"{n:>6}" for n in names) + "   dAP(pts)"]
+    for precision, stats in rows.items():
+        delta = "" if base is None or precision == "fp32" else f"{100 * (stats['AP'] - base):+9.2f}"
+        lines.append(f"{precision:<9}  " + "  ".join(f"{stats[n]:6.3f}" for n in names) + f"  {delta}")
+    return "\n".join(lines)

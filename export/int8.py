@@ -317,7 +317,7 @@ def quantize(fp32: onnx.ModelProto, meta: ModelMeta, images: Iterable[np.ndarray
     Convert the result with export.fp16.convert_to_fp16 for the FP16-based graph TensorRT should build.
     """
     from pose_edge.export.calib_data import batches
-    from pose_edge.export.progress import progress_bar
+    from pose_edge.progress import progress_bar
 
     if method not in METHODS:
         raise PoseEdgeError(f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}")

@@ -8,12 +8,12 @@ tests run and what the GPU runs. Every launch goes through `device.launch`, whic
         decoder(heatmaps [N, K, H, W] float32|float16, hm_to_image [N, 2, 3] | None) -> [N, K, 3] float32
         decoder.run(heatmaps_ptr, (N, K, H, W), dtype, hm_to_image_ptr, out_ptr)     device buffers, no copies
     KapaoPostprocessor(device, strides, anchors, num_classes, num_keypoints, thresholds, capacity=4096)
-        post(outputs: list of [N, A*D, H_l, W_l] float32|float16, letterboxes) -> list[PoseDetections]
+        post(outputs: list of [N, A*D, H_l, W_l] float32|float16, letterboxes) -> list[Poses]
         post.run(level_ptrs, level_sizes, batch, dtype, letterbox_ptr) -> KapaoDeviceResult   (device buffers)
 
 Capacity (KAPAO): each image and pass sends at most min(thresholds.max_nms, capacity) candidates into the NMS, the
 highest-scoring ones (ties: lower row first), exactly what the reference's max_nms cap does; the rest are counted
-as dropped (PoseDetections.extra["dropped"]). capacity <= 4096 (the sort runs in one block's shared memory).
+as dropped (Poses.extra["dropped"]). capacity <= 4096 (the sort runs in one block's shared memory).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from pose_edge.kernels import params as P
 
 from pose_edge.errors import PoseEdgeError
 from pose_edge.runtime.heatmap_decode import DEFAULT_DARK_KERNEL, dark_blur_weights
-from pose_edge.runtime.kapao_decode import COCO_THRESHOLDS, PoseDetections, Thresholds, row_width
+from pose_edge.runtime.kapao_decode import row_width
+from pose_edge.runtime.poses import Poses
+from pose_edge.runtime.settings import COCO_THRESHOLDS, Thresholds
 
 HEATMAP_THREADS = 128
 SELECT_THREADS = 256
@@ -271,8 +273,8 @@ class KapaoPostprocessor:
         dev.launch(f"pe_kapao_fuse_{sfx}", (batch, 1, 1), (FUSE_THREADS, 1, 1), 0, p)
         return result
 
-    def fetch(self, result: KapaoDeviceResult) -> list[PoseDetections]:
-        """One device-to-host copy of the outputs, split into PoseDetections (image pixels) per image."""
+    def fetch(self, result: KapaoDeviceResult) -> list[Poses]:
+        """One device-to-host copy of the outputs, split into Poses (image pixels) per image."""
         host = np.empty(result.nbytes, np.uint8)
         self.device.copy_to_host(host, result.buffer)
         self.device.synchronize()
@@ -289,7 +291,8 @@ class KapaoPostprocessor:
         out = []
         for i in range(n):
             poses = int(counts[i, 0, 2])
-            det = PoseDetections(boxes[i, :poses].copy(), scores[i, :poses].copy(), keypoints[i, :poses].copy())
+            det = Poses(keypoints=keypoints[i, :poses].copy(), boxes=boxes[i, :poses].copy(),
+                        scores=scores[i, :poses].copy())
             det.extra = {"candidates": (int(counts[i, 0, 0]), int(counts[i, 1, 0])),
                          "dropped": (int(counts[i, 0, 3]), int(counts[i, 1, 3])),
                          "keypoint_objects": int(counts[i, 1, 2])}
@@ -310,8 +313,8 @@ class KapaoPostprocessor:
         _suffix(dtype)
         return outputs, dtype, batch
 
-    def __call__(self, outputs: Sequence[np.ndarray], letterboxes=None) -> list[PoseDetections]:
-        """Host arrays in, PoseDetections out (copies the grids to the device first; an engine's buffers need not)."""
+    def __call__(self, outputs: Sequence[np.ndarray], letterboxes=None) -> list[Poses]:
+        """Host arrays in, Poses out (copies the grids to the device first; an engine's buffers need not)."""
         outputs, dtype, batch = self._upload(outputs)
         if batch == 0:
             return []

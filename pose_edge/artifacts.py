@@ -1,10 +1,13 @@
-"""Open any model artefact as a Backend: a run folder or checkpoint (PyTorch), an .onnx (ONNX Runtime), an engine
-(TensorRT). The backend's `meta` is the ModelMeta; `pose-edge eval`, `predict` and `bench` all start here.
+"""Open any model artefact as a runtime Backend, checkpoints included: a run folder or checkpoint (PyTorch), an
+.onnx (ONNX Runtime), an engine (TensorRT). `pose-edge eval`, `predict` and `bench` start here.
 
+    backend = open_artifact("runs/sb-r18-128x96")                          # PyTorch, on the CPU by default
     backend = open_artifact("runs/sb-r18-128x96/export/sb-r18-128x96-int8.onnx")
     backend.meta.family, backend.run(images)
 
-Importing this module imports neither torch nor TensorRT; only opening a checkpoint needs torch.
+The torch-free runtime opens exported models itself (pose_edge.runtime.backend.open_backend); this module sits
+above it and the models, so it can also bring up a checkpoint through PyTorch, imported only when one is opened
+(a base install without PyTorch gets a one-line error saying what to install).
 """
 
 from __future__ import annotations
@@ -12,42 +15,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from pose_edge.errors import ArtifactError
-
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
-
-
-def artifact_kind(artifact: str | Path) -> str:
-    """"checkpoint" (a run folder or .pt), "onnx" or "engine"; ArtifactError for anything else."""
-    path = Path(artifact)
-    if path.is_dir() or path.suffix in CHECKPOINT_SUFFIXES:
-        return "checkpoint"
-    if path.suffix == ".onnx":
-        return "onnx"
-    if path.suffix in ENGINE_SUFFIXES:
-        return "engine"
-    raise ArtifactError(f"{artifact}: not a model artefact; expected a run folder, a checkpoint (.pt), an ONNX model "
-                        f"(.onnx) or an engine ({', '.join(ENGINE_SUFFIXES)})")
+from pose_edge.runtime.backend import artifact_kind, open_backend
 
 
 def open_artifact(artifact: str | Path, device: str | None = None):
-    """A Backend for `artifact`. device: for checkpoints, a torch device ("cpu", "cuda:0"; default the CPU); for
-    engines, a CUDA ordinal ("0"); ONNX models run on the GPU through ONNX Runtime where one is usable."""
-    kind = artifact_kind(artifact)
+    """A Backend for `artifact`. device: for checkpoints a torch device ("cpu", "cuda:0"; default the CPU); for
+    exported models as pose_edge.runtime.backend.open_backend takes it."""
+    if artifact_kind(artifact) != "checkpoint":
+        return open_backend(artifact, device)
     if not Path(artifact).exists():
-        raise ArtifactError(f"{artifact}: no such file or run folder")
-    if kind == "checkpoint":
-        from pose_edge.models.torch_backend import TorchBackend
+        raise ArtifactError(f"{artifact}: no such checkpoint or run folder")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ArtifactError(f"{artifact} is a PyTorch checkpoint and PyTorch is not installed here: export it "
+                            "(`pose-edge export RUN`) and run the .onnx, or pip install 'pose-edge[train]'") from None
+    from pose_edge.models.torch_backend import TorchBackend
 
-        return TorchBackend.from_checkpoint(artifact, device or "cpu")
-    if kind == "onnx":
-        from pose_edge.runtime.ort_backend import OrtBackend
-
-        providers = ("CPUExecutionProvider",) if device == "cpu" else None
-        return OrtBackend(artifact, providers=providers)
-    from pose_edge.runtime.trt_backend import TrtBackend
-
-    return TrtBackend(artifact, int(device or 0))
+    return TorchBackend.from_checkpoint(artifact, device or "cpu")
 
 
 def artifact_meta(artifact: str | Path):

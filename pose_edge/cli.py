@@ -129,75 +129,58 @@ def train_cmd(preset, data_dir, epochs, batch, device, resume, out, workers, see
 @click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
 @click.option("--boxes", default="gt", show_default=True,
               help="Person boxes for top-down models: gt, a COCO detections .json, or a person-detector artefact.")
-@click.option("--flip", is_flag=True, help="Flip test: average with the heatmaps of the mirrored crops.")
+@click.option("--flip", is_flag=True, help="Flip test: average with the heatmaps of the mirrored crops (top-down); "
+              "add the mirrored image's detections (KAPAO).")
 @click.option("--refine", type=click.Choice(["dark", "quarter", "none"]), default="dark", show_default=True,
               help="Sub-pixel refinement of heatmap peaks.")
-@click.option("--device", default=None, help="cpu, cuda:N (checkpoints) or a GPU ordinal (engines).")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N.")
 @click.option("--results", "results_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the predictions as a COCO results JSON.")
-@click.option("--json", "as_json", is_flag=True, help="Print the ten statistics as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 def eval_cmd(artifact: str, data_dir: Path, split: str, boxes: str, flip: bool, refine: str, device: str | None,
              results_file: Path | None, as_json: bool) -> None:
     """COCO keypoint AP/AR (pycocotools) of ARTIFACT on a data set.
 
     ARTIFACT is `gt` (the ground truth scored as predictions: a check of the data and the scorer, AP 1.0), a
     COCO keypoint results JSON, or a model: a run folder, a checkpoint (.pt), an .onnx or an engine. A person
-    detector is scored by its person boxes (pycocotools bbox AP/AR, and R50: recall at IoU 0.5).
+    detector is scored by its person boxes (pycocotools bbox AP/AR, and R50: recall at IoU 0.5). Models run with the
+    COCO evaluation settings (every candidate down to confidence 0.001), the way every verb scores them.
     """
-    from pose_edge import evaluate
     from pose_edge.data.coco import CocoKeypoints, find_split, load_coco
+    from pose_edge.evaluate import scoring
 
     ann_file, _ = find_split(data_dir, split)
-    if artifact == "gt":
+    if artifact == "gt" or artifact.endswith(".json"):
         coco_gt = load_coco(ann_file)
-        results = evaluate.ground_truth_as_results(coco_gt)
-    elif artifact.endswith(".json"):
-        coco_gt = load_coco(ann_file)
-        results = evaluate.read_results(artifact)
+        results = scoring.ground_truth_as_results(coco_gt) if artifact == "gt" else scoring.read_results(artifact)
+        stats = scoring.evaluate_keypoints(coco_gt, results)
     else:
         from pose_edge.artifacts import open_artifact
-        from pose_edge.runtime.dataset_predict import predict_split
+        from pose_edge.evaluate.split import evaluate_split
 
         data = CocoKeypoints(data_dir, split)
-        coco_gt = data.coco
         backend = open_artifact(artifact, device)
-        if backend.meta.family == "person_detector":
-            return _eval_detector(backend, data, flip, results_file, as_json, Path(artifact).name)
-        results = _with_progress(lambda progress: predict_split(
-            backend, data, boxes=boxes, flip=flip, refine=refine, device=device, progress=progress),
+        box_arg = boxes if boxes == "gt" or boxes.endswith(".json") else open_artifact(boxes, device)
+        results = []
+        stats = _with_progress(lambda progress: evaluate_split(
+            backend, data, boxes=box_arg, flip=flip, refine=refine, progress=progress, results=results),
             f"eval {Path(artifact).name}", enabled=not as_json)
+        if backend.meta.family == "person_detector":
+            if results_file is not None:
+                scoring.write_results(results_file, results)
+            click.echo(json.dumps(stats, indent=2) if as_json else scoring.format_box_stats(stats))
+            return
     if results_file is not None:
-        evaluate.write_results(results_file, results)
-    stats = evaluate.evaluate_keypoints(coco_gt, results)
-    click.echo(json.dumps(stats, indent=2) if as_json else evaluate.format_stats(stats))
-
-
-def _eval_detector(backend, data, flip: bool, results_file: Path | None, as_json: bool, name: str) -> None:
-    """Person-box AP/AR (pycocotools bbox) of a person detector, with the COCO evaluation's conf 0.001."""
-    from pose_edge import evaluate
-    from pose_edge.runtime.kapao_decode import Thresholds
-    from pose_edge.runtime.kapao_pipeline import KapaoPipeline, predict_dataset
-
-    pipeline = KapaoPipeline(backend, Thresholds(use_kp_dets=False), flip=flip)
-    _, results = _with_progress(lambda progress: predict_dataset(pipeline, data, progress), f"eval {name}",
-                                enabled=not as_json)
-    if results_file is not None:
-        evaluate.write_results(results_file, results)
-    stats = evaluate.evaluate_boxes(data.coco, results)
-    click.echo(json.dumps(stats, indent=2) if as_json else evaluate.format_box_stats(stats))
+        scoring.write_results(results_file, results)
+    click.echo(json.dumps(stats, indent=2) if as_json else scoring.format_stats(stats))
 
 
 def _with_progress(run, description: str, enabled: bool = True):
-    """Call run(progress) with a rich progress bar on stderr that progress(done, total) advances."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """Call run(progress) with a progress bar on stderr that progress(done, total) advances."""
+    from pose_edge.progress import progress_bar
 
-    if not enabled:
-        return run(None)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True)) as bar:
-        task = bar.add_task(description, total=None)
-        return run(lambda done, total: bar.update(task, completed=done, total=total))
+    with progress_bar(description, enabled=enabled) as bar:
+        return run(bar.update)
 
 
 @main.command("export")
@@ -225,8 +208,7 @@ def _with_progress(run, description: str, enabled: bool = True):
 def export_cmd(artifact, engine, precision, calib, calib_count, val_dir, batch, out, calib_method,
                compute_capabilities, workspace, timing_cache, as_json):
     """Export ARTIFACT (a run folder or checkpoint; or an .onnx to build an engine from) to ONNX / TensorRT."""
-    from pose_edge.export.ap_compare import format_table
-    from pose_edge.export.api import export_artifact
+    from pose_edge.export.api import export_artifact, format_table
 
     ccs = tuple(c.strip() for c in compute_capabilities.split(",")) if compute_capabilities else None
     result = export_artifact(artifact, engine=engine, precision=precision, calib=calib, calib_count=calib_count,

@@ -136,7 +136,7 @@ def test_runtime_glue_runs_the_kernels_on_any_device():
     np.testing.assert_array_equal(GpuHeatmapDecoder("quarter", device=dev)(maps), decode_heatmaps(maps))
     engine_output = dev.upload(maps)  # as an engine leaves its output on the device
     np.testing.assert_array_equal(
-        GpuHeatmapDecoder("dark", 5, device=dev).decode_engine_output(engine_output, maps.shape, maps.dtype, affine),
+        GpuHeatmapDecoder("dark", 5, device=dev).decode_device((engine_output, maps.shape, maps.dtype), affine),
         decode_heatmaps(maps, affine, "dark", 5))
 
     meta = ModelMeta("person_detector", "test", InputSpec(64, 64), keypoints=(), strides=(8, 16),
@@ -146,7 +146,7 @@ def test_runtime_glue_runs_the_kernels_on_any_device():
     decoder = GpuKapaoDecoder(meta, device=dev)
     ref = kd.postprocess(grids, meta.strides, meta.anchors, 1, 0, letterboxes)
     on_device = [(dev.upload(g), g.shape, g.dtype) for g in grids]
-    for got in (decoder(grids, letterboxes), decoder.decode_engine_outputs(on_device, letterboxes)):
+    for got in (decoder(grids, letterboxes), decoder.decode_device(on_device, letterboxes)):
         for g, r in zip(got, ref):
             assert len(g) == len(r) > 0
             np.testing.assert_allclose(g.boxes, r.boxes, atol=1e-3)

@@ -106,7 +106,10 @@ def ground_truth_as_results(coco_gt) -> list[dict]:
 
 
 def format_stats(stats: dict[str, float]) -> str:
-    return "  ".join(f"{name} {stats[name]:.3f}" for name in STAT_NAMES)
+    """The ten keypoint statistics on one line, then a KAPAO model's pose-object box statistics if present."""
+    line = "  ".join(f"{name} {stats[name]:.3f}" for name in STAT_NAMES)
+    extra = [f"{name} {stats[name]:.3f}" for name in ("box_AP", "box_AP50", "box_R50") if name in stats]
+    return line + ("  |  " + "  ".join(extra) if extra else "")
 
 
 BOX_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR", "ARs", "ARm", "ARl")

@@ -199,7 +199,7 @@ REFERENCE_RECIPE = {
     "schedule": "one_cycle", "lrf": 0.2, "warmup_epochs": 3.0, "warmup_min_iters": 1000, "warmup_bias_lr": 0.1,
     "warmup_momentum": 0.8, "ema": True, "amp": True,
     "loss_gains": {"box": 0.05, "obj": 0.7, "cls": 0.3, "kp": 0.025}, "anchor_t": 4.0, "kp_bbox": KP_BBOX,
-    "augment": "kapao", "val_conf_thres": 0.01,
+    "augment": "kapao",
 }
 # The CPU presets must learn something in a few minutes on two shared cores and a few hundred synthetic images, from
 # scratch. Measured on 300 synthetic images at 256x256, 150 s each (val AP / AP50): Adam 4e-3 constant, no
@@ -219,7 +219,7 @@ CPU_RECIPE = {
     "schedule": "one_cycle", "lrf": 1.0, "warmup_epochs": 0.0, "warmup_min_iters": 50, "warmup_bias_lr": 0.0,
     "warmup_momentum": None, "ema": False, "amp": False,
     "loss_gains": {"box": 0.05, "obj": 0.7, "cls": 1.2, "kp": 0.1}, "anchor_t": 4.0, "kp_bbox": KP_BBOX,
-    "augment": "none", "val_conf_thres": 0.01,
+    "augment": "none",
 }
 SIZES = {"s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.0), "n": (0.33, 0.25), "tiny": (0.33, 0.125)}
 

@@ -86,50 +86,13 @@ COCO result of a pose is its keypoints with score = its person score (no rescori
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from pose_edge.geometry import Letterbox
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Post-processing settings; the defaults are the reference's COCO evaluation settings (val.py)."""
-
-    conf_thres: float = 0.001  # person pass: obj and obj * cls must exceed it
-    iou_thres: float = 0.65  # person pass NMS IoU
-    conf_thres_kp: float = 0.2  # keypoint pass confidence
-    iou_thres_kp: float = 0.25  # keypoint pass NMS IoU
-    conf_thres_kp_person: float = 0.3  # only poses more confident than this receive keypoint objects
-    overwrite_tol: float = 50.0  # original-image pixels
-    max_det: int = 300  # per pass and image
-    max_nms: int = 30000  # candidates entering each NMS
-    use_kp_dets: bool = True  # fuse keypoint objects (False: poses keep their regressed keypoints, all conf 0)
-
-
-COCO_THRESHOLDS = Thresholds()
-# The reference's demo settings (demos/image.py), for drawing rather than AP.
-DEMO_THRESHOLDS = Thresholds(conf_thres=0.7, iou_thres=0.45, conf_thres_kp=0.5, iou_thres_kp=0.45,
-                             conf_thres_kp_person=0.2, overwrite_tol=25.0)
-
-
-@dataclass
-class PoseDetections:
-    """One image's result. boxes [P, 4] xyxy, scores [P], keypoints [P, K, 3] (x, y, conf); image pixels."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    keypoints: np.ndarray
-    extra: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    @classmethod
-    def empty(cls, num_keypoints: int) -> "PoseDetections":
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, num_keypoints, 3), np.float32))
+from pose_edge.runtime.poses import Poses as PoseDetections  # the runtime's one result type
+from pose_edge.runtime.settings import COCO_THRESHOLDS, Thresholds
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -305,7 +268,7 @@ def postprocess_rows(rows: np.ndarray, num_classes: int, num_keypoints: int, let
                                    t.overwrite_tol)
     else:
         keypoints = np.concatenate([pose_xy, np.zeros((len(person), num_keypoints, 1), np.float32)], axis=-1)
-    return PoseDetections(boxes.astype(np.float32), person_conf, keypoints.astype(np.float32))
+    return PoseDetections(keypoints=keypoints.astype(np.float32), boxes=boxes.astype(np.float32), scores=person_conf)
 
 
 def postprocess(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_classes: int, num_keypoints: int,

@@ -14,7 +14,7 @@ import numpy as np
 from pose_edge.errors import ArtifactError
 from pose_edge.model_meta import GraphInfo
 from pose_edge.runtime.backend import prepare_input
-from pose_edge.runtime.gpu import gpu_available
+from pose_edge.runtime.gpu import gpu_available, gpu_status
 
 # Providers in the order we prefer them; ONNX Runtime silently falls back to the CPU, so `providers` (what the session
 # really got) is what to report, never what was asked for.
@@ -29,7 +29,8 @@ def _one_line(e: Exception) -> str:
 class OrtBackend:
     """run(uint8 [N, H, W, 3] BGR) -> list of float32 outputs. meta: ModelMeta; info: GraphInfo; providers: used."""
 
-    def __init__(self, path: str | Path, providers: tuple[str, ...] | None = None, threads: int | None = None):
+    def __init__(self, path: str | Path, providers: tuple[str, ...] | None = None, threads: int | None = None,
+                 device_id: int = 0):
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -42,13 +43,21 @@ class OrtBackend:
         available = set(ort.get_available_providers())
         if not gpu_available():  # the GPU build lists CUDA even without a driver, then logs a page of errors
             available -= {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
-        wanted = [p for p in (providers or PREFERRED_PROVIDERS) if p in available] or ["CPUExecutionProvider"]
+        requested = tuple(providers or PREFERRED_PROVIDERS)
+        wanted = [p for p in requested if p in available] or ["CPUExecutionProvider"]
+        provider_options = [{"device_id": device_id} if p == "CUDAExecutionProvider" else {} for p in wanted]
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=wanted)
+            self.session = ort.InferenceSession(str(self.path), options, providers=wanted,
+                                                provider_options=provider_options)
         except Exception as e:  # ORT raises its own exception types (InvalidProtobuf, Fail, ...) with long messages
             raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it, the file is corrupt, truncated or not an "
                                 f"ONNX model ({_one_line(e)}); re-export it with `pose-edge export`") from None
         self.providers = tuple(self.session.get_providers())
+        if providers is not None and "CPUExecutionProvider" not in requested and self.providers[0] not in requested:
+            ok, why = gpu_status()
+            why = "the CUDA provider did not load: its CUDA and cuDNN libraries are missing" if ok else why
+            raise ArtifactError(f"{self.path}: asked for {', '.join(requested)}, but ONNX Runtime would run it on "
+                                f"{self.providers[0]} ({why}); use device='cpu'")
         self.info = GraphInfo.from_metadata_map(self.session.get_modelmeta().custom_metadata_map, str(self.path))
         self.meta = self.info.meta
         self.input_name = self.session.get_inputs()[0].name

@@ -1,47 +1,38 @@
-"""The top-down pipeline, torch-free: person boxes -> affine crops -> pose backend -> heatmaps -> poses in the image.
+"""The top-down pipeline, torch-free: person boxes -> affine crops -> pose backend -> heatmaps -> poses in the frame.
 
-    pipeline = TopDownPipeline(backend)                         # backend.meta.family == "simple_baseline"
-    poses = pipeline(image, boxes, box_scores)                  # image uint8 [H, W, 3] BGR; boxes [P, 4] xywh
+    pipeline = TopDownPipeline(backend, settings)              # backend.meta.family == "simple_baseline"
+    poses = pipeline(frame, boxes, box_scores)                  # frame uint8 [H, W, 3] BGR; boxes [P, 4] xyxy
 
-Geometry (every coordinate in pixels with the centre of the top-left pixel at (0, 0), cv2.warpAffine's convention):
-  box -> centre and size  centre (x + w/2, y + h/2) of a COCO box [x, y, w, h]; the shorter side grown so that
-                          w / h equals the input's aspect ratio; both sides times `padding` (1.25). In the reference's
-                          units scale = size / pixel_std (200): nothing here needs that unit, so sizes stay in pixels.
-  image -> input          the centre goes to ((W_in - 1)/2, (H_in - 1)/2) and `size` to the input's full extent:
-                          x_in = k * R(rot) (x_img - c) + (W_in - 1)/2, k = W_in / size_w (rot 0 at inference).
-  input -> heatmap        x_in = 4 * x_hm + 1.5 (pose_edge.runtime.heatmap_codec), so heatmap -> image is
-                          inverse(image -> input) composed with it, one [2, 3] matrix per crop, applied by the decoder.
-  flip test               the crops flipped left-right run with the originals in one batch; their heatmaps are flipped
-                          back (reversed along W, left/right channels swapped) and averaged with the originals. With
-                          the convention above the flip is exact, so no shift (shift=True reproduces the reference's
-                          one-column shift, which compensates its x_hm = x_in / 4 convention).
+Geometry: crops by pose_edge.geometry (box -> centre and padded size -> image -> input affine); heatmap -> input by
+the model's heatmap codec (pose_edge.heatmap_codec), so heatmap -> frame is one [2, 3] matrix per crop, applied by
+the decode stage: NumpyHeatmapDecoder (pose_edge.runtime.heatmap_decode) on the host, or the CUDA kernel
+(pose_edge.kernels.stages.GpuHeatmapDecoder) on the engine's output buffer where it lies.
+Flip test: the crops flipped left-right run with the originals in one batch; their heatmaps are flipped back
+(reversed along W, left/right channels swapped) and averaged with the originals on the host. With our convention the
+flip is exact, so no shift (shift=True reproduces the reference's one-column shift, which compensates its
+x_hm = x_in / 4 convention).
 Scoring (reference §B.6): keypoint score = peak of the (averaged) heatmap; instance score = box score x mean of the
-keypoint scores above 0.2 (0 if none); greedy OKS-NMS per image at OKS 0.9, the OKS computed with the padded box
+keypoint scores above 0.2 (0 if none); greedy OKS-NMS per frame at OKS 0.9, the OKS computed with the padded box
 areas and all 17 keypoints.
-
-Boxes come from a box source: `GroundTruthBoxes`, `DetectionBoxes` (a COCO detections JSON), or any callable
-image -> (boxes float [P, 4] xywh, scores float [P]) such as pose_edge.runtime.detector.PersonDetector.
+Boxes from upstream (a detector, a user) are checked per person: non-finite, empty or wholly off-frame boxes are
+dropped (counted in Poses.extra["dropped_boxes"]), the rest clipped to the frame.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
-from pose_edge.errors import DataError, PoseEdgeError
-from pose_edge.geometry import BOX_PADDING, box_to_center_size, crop_affine, invert_affine, warp_crops
+from pose_edge.errors import PoseEdgeError
+from pose_edge.geometry import box_to_center_size, crop_affine, invert_affine, warp_crops
 from pose_edge.heatmap_codec import GaussianHeatmapCodec
 from pose_edge.keypoints import FLIP_PERM, OKS_SIGMAS
 from pose_edge.runtime.heatmap_decode import REFINE_MODES, decode_heatmaps
+from pose_edge.runtime.poses import Poses
+from pose_edge.runtime.settings import TopDownSettings
+from pose_edge.runtime.timing import StageTimer
 
-KEYPOINT_SCORE_THRESHOLD = 0.2  # IN_VIS_THRE
-OKS_NMS_THRESHOLD = 0.9
-
-
-# ------------------------------------------------------------------------------------------------------- geometry
+KEYPOINT_SCORE_THRESHOLD = TopDownSettings.keypoint_threshold
+OKS_NMS_THRESHOLD = TopDownSettings.oks_nms
 
 
 def flip_back(heatmaps: np.ndarray, flip_perm=FLIP_PERM, shift: bool = False) -> np.ndarray:
@@ -96,173 +87,129 @@ def oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, thresh
     return np.asarray(kept, np.int64)
 
 
-# -------------------------------------------------------------------------------------------------------- sources
+# ------------------------------------------------------------------------------------------------------------ boxes
 
 
-class GroundTruthBoxes:
-    """The non-crowd person boxes of the annotations (score 1), for `boxes_for(image_id, image)`."""
+def clean_boxes(boxes, scores, frame_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Upstream person boxes -> (float64 [P', 4] xyxy clipped to the frame, float64 [P'] scores, number dropped).
 
-    def __init__(self, coco, min_keypoints: int = 0):
-        self.coco = coco
-        self.min_keypoints = min_keypoints
-
-    def boxes_for(self, image_id: int, image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)
-                and a.get("category_id", 1) == 1 and a.get("num_keypoints", 1) >= self.min_keypoints]
-        boxes = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
-        return _clean_boxes(boxes, np.ones(len(boxes)), image)
-
-
-class DetectionBoxes:
-    """Person boxes from a COCO detections JSON ([{image_id, category_id, bbox, score}, ...]), as the reference's
-    COCO_val2017_detections_AP_H_56_person.json; keeps category 1 with score >= min_score."""
-
-    def __init__(self, path: str | Path, min_score: float = 0.0):
-        path = Path(path)
-        try:
-            records = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(f"{path}: cannot read detections ({e})") from None
-        if not isinstance(records, list):
-            raise DataError(f"{path}: detections must be a JSON list of {{image_id, category_id, bbox, score}}")
-        self.by_image: dict[int, list] = {}
-        for r in records:
-            try:
-                if int(r.get("category_id", 1)) != 1 or float(r["score"]) < min_score:
-                    continue
-                box = [float(v) for v in r["bbox"]]
-                if len(box) != 4:
-                    raise ValueError
-                self.by_image.setdefault(int(r["image_id"]), []).append((box, float(r["score"])))
-            except (KeyError, TypeError, ValueError, AttributeError):
-                raise DataError(f"{path}: malformed detection record {str(r)[:100]}") from None
-
-    def boxes_for(self, image_id: int, image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        dets = self.by_image.get(image_id, [])
-        boxes = np.array([d[0] for d in dets], np.float64).reshape(-1, 4)
-        return _clean_boxes(boxes, np.array([d[1] for d in dets], np.float64), image)
-
-
-def _clean_boxes(boxes: np.ndarray, scores: np.ndarray, image: np.ndarray | None):
-    """Drop empty or non-finite boxes, then clip the rest to the image (as the reference sanitises boxes)."""
-    keep = np.isfinite(boxes).all(1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0) & np.isfinite(scores)
-    boxes, scores = boxes[keep], scores[keep]
-    if image is not None and len(boxes):
-        h, w = image.shape[:2]
-        x1, y1 = np.clip(boxes[:, 0], 0, w - 1), np.clip(boxes[:, 1], 0, h - 1)
-        x2 = np.clip(boxes[:, 0] + np.maximum(boxes[:, 2] - 1, 0), 0, w - 1)
-        y2 = np.clip(boxes[:, 1] + np.maximum(boxes[:, 3] - 1, 0), 0, h - 1)
-        boxes = np.stack([x1, y1, x2 - x1 + 1, y2 - y1 + 1], 1)
-    return boxes, scores
-
-
-def source_for(boxes, coco=None):
-    """A box source from what a user names: "gt" (needs the pycocotools COCO of the split), a detections .json path,
-    or a box source / callable, returned as it is."""
-    if isinstance(boxes, str) and boxes == "gt":
-        if coco is None:
-            raise PoseEdgeError("ground-truth boxes need the annotations of the split")
-        return GroundTruthBoxes(coco)
-    if isinstance(boxes, (str, Path)):
-        if not str(boxes).endswith(".json"):
-            raise PoseEdgeError(f"boxes {str(boxes)!r}: expected `gt` or a COCO detections .json")
-        return DetectionBoxes(boxes)
-    if hasattr(boxes, "boxes_for") or callable(boxes):
-        return boxes
-    raise PoseEdgeError(f"not a box source: {boxes!r}")
-
-
-def boxes_from_source(source, image_id, image) -> tuple[np.ndarray, np.ndarray]:
-    """Ask a box source for boxes: sources of this module by image id, any other callable with the image."""
-    if hasattr(source, "boxes_for"):
-        return source.boxes_for(image_id, image)
-    boxes, scores = source(image)
-    return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64).reshape(-1)
+    boxes [P, 4] xyxy and scores [P] (or None: all 1). A box is dropped when any value is non-finite, its score is
+    non-finite, it has no area, or it lies wholly outside the frame. Mismatched lengths are an error, not garbage.
+    """
+    boxes = np.asarray(boxes, np.float64)
+    if boxes.size == 0:
+        return np.zeros((0, 4)), np.zeros(0), 0
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise PoseEdgeError(f"person boxes must be [P, 4] (x1, y1, x2, y2), got shape {list(boxes.shape)}")
+    scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, np.float64).reshape(-1)
+    if len(scores) != len(boxes):
+        raise PoseEdgeError(f"{len(boxes)} person boxes but {len(scores)} box scores")
+    h, w = frame_shape[:2]
+    with np.errstate(invalid="ignore"):
+        keep = (np.isfinite(boxes).all(1) & np.isfinite(scores) & (boxes[:, 2] > boxes[:, 0])
+                & (boxes[:, 3] > boxes[:, 1]) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0) & (boxes[:, 0] < w)
+                & (boxes[:, 1] < h))
+    kept = boxes[keep]
+    kept[:, 0::2] = np.clip(kept[:, 0::2], 0, w)
+    kept[:, 1::2] = np.clip(kept[:, 1::2], 0, h)
+    return kept, scores[keep], int((~keep).sum())
 
 
 # ------------------------------------------------------------------------------------------------------- pipeline
 
 
-@dataclass
-class Poses:
-    """keypoints float32 [P, K, 3] (x, y, score) image pixels; scores float32 [P]; boxes float32 [P, 4] xywh."""
+class NumpyHeatmapDecoder:
+    """The host decode stage: heatmaps [N, K, H, W] + heatmap -> frame affines [N, 2, 3] -> float32 [N, K, 3]."""
 
-    keypoints: np.ndarray
-    scores: np.ndarray
-    boxes: np.ndarray
+    on_device = False
+    name = "numpy"
+
+    def __init__(self, refine: str = "dark", dark_kernel: int = 11):
+        if refine not in REFINE_MODES:
+            raise PoseEdgeError(f"unknown refine {refine!r}; expected one of {', '.join(REFINE_MODES)}")
+        self.refine, self.dark_kernel = refine, dark_kernel
+
+    def __call__(self, heatmaps: np.ndarray, hm_to_image: np.ndarray) -> np.ndarray:
+        return decode_heatmaps(heatmaps, hm_to_image, self.refine, self.dark_kernel)
+
+
+def codec_for(meta) -> GaussianHeatmapCodec:
+    """The heatmap codec a Simple Baseline model was trained with (its meta's stride, sigma and DARK kernel)."""
+    codec = GaussianHeatmapCodec((meta.input.height, meta.input.width), meta.heatmap_stride or 4,
+                                 meta.extra.get("sigma", 2.0))
+    if meta.extra.get("dark_kernel"):
+        codec.dark_kernel = int(meta.extra["dark_kernel"])
+    return codec
 
 
 class TopDownPipeline:
-    """Poses of the people in one image, given their boxes. See the module docstring for every step."""
+    """Poses of the people in one frame, given their boxes. See the module docstring for every step."""
 
-    def __init__(self, backend, flip: bool = False, refine: str = "dark", flip_shift: bool = False,
-                 padding: float = BOX_PADDING, nms_threshold: float | None = OKS_NMS_THRESHOLD,
-                 keypoint_threshold: float = KEYPOINT_SCORE_THRESHOLD, max_batch: int = 64):
+    def __init__(self, backend, settings: TopDownSettings = TopDownSettings(), decoder=None, flip: bool = False,
+                 flip_shift: bool = False, timer: StageTimer | None = None):
         meta = backend.meta
         if meta.family != "simple_baseline":
             raise PoseEdgeError(f"{meta.preset} is a {meta.family} model; the top-down pipeline needs a heatmap "
                                 "model (simple_baseline)")
-        if refine not in REFINE_MODES:
-            raise PoseEdgeError(f"unknown refine {refine!r}; expected one of {', '.join(REFINE_MODES)}")
-        self.backend, self.meta = backend, meta
+        self.backend, self.meta, self.settings = backend, meta, settings
         self.input_size = (meta.input.height, meta.input.width)
-        self.codec = GaussianHeatmapCodec(self.input_size, meta.heatmap_stride or 4, meta.extra.get("sigma", 2.0))
-        if meta.extra.get("dark_kernel"):
-            self.codec.dark_kernel = int(meta.extra["dark_kernel"])
-        self.flip, self.refine, self.flip_shift = flip, refine, flip_shift
-        self.padding, self.nms_threshold, self.keypoint_threshold = padding, nms_threshold, keypoint_threshold
-        self.max_batch = max_batch
+        self.codec = codec_for(meta)
+        self.decoder = decoder or NumpyHeatmapDecoder(settings.refine, self.codec.dark_kernel)
+        if self.decoder.on_device and flip:
+            raise PoseEdgeError("the flip test averages heatmaps on the host; use the NumPy decoder (decode='numpy') "
+                                "with flip")
+        self.flip, self.flip_shift = flip, flip_shift
+        self.timer = timer or StageTimer()
 
     def heatmaps(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops [P, H_in, W_in, 3] -> float32 heatmaps [P, K, h, w], flip-averaged when flip is on.
         Crops (and their mirror images) go to the backend as one batch, split only above max_batch."""
-        batch = np.concatenate([crops, crops[:, :, ::-1]]) if self.flip else crops
-        outs = [self.backend.run(np.ascontiguousarray(batch[i:i + self.max_batch]))[0]
-                for i in range(0, len(batch), self.max_batch)]
+        flip, step = self.flip, self.settings.max_batch
+        batch = np.concatenate([crops, crops[:, :, ::-1]]) if flip else crops
+        outs = [self.backend.run(np.ascontiguousarray(batch[i:i + step]))[0] for i in range(0, len(batch), step)]
         hm = np.concatenate(outs).astype(np.float32, copy=False)
         if hm.ndim != 4 or hm.shape[0] != len(batch):
             raise PoseEdgeError(f"the pose model returned {hm.shape}, expected heatmaps [{len(batch)}, K, h, w]")
-        if self.flip:
+        if flip:
             p = len(crops)
             hm = (hm[:p] + flip_back(hm[p:], shift=self.flip_shift)) / 2
         return hm
 
-    def __call__(self, image: np.ndarray, boxes: np.ndarray, box_scores: np.ndarray | None = None) -> Poses:
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise PoseEdgeError(f"expected a uint8 BGR image [H, W, 3], got "
-                                f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}")
-        if image.size == 0:
-            raise PoseEdgeError("the image is empty")
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        box_scores = np.ones(len(boxes)) if box_scores is None else np.asarray(box_scores, np.float64).reshape(-1)
+    def _keypoints(self, crops: np.ndarray, hm_to_image: np.ndarray) -> np.ndarray:
+        """Crops -> keypoints float32 [P, K, 3] in frame pixels, through the decode stage."""
+        on_device = self.decoder.on_device and hasattr(self.backend, "run_device")
+        if on_device and len(crops) <= self.settings.max_batch:
+            with self.timer("inference"):
+                heatmaps = self.backend.run_device(np.ascontiguousarray(crops))[0]
+            with self.timer("postprocess"):
+                return self.decoder.decode_device(heatmaps, hm_to_image)
+        with self.timer("inference"):
+            heatmaps = self.heatmaps(crops)
+        with self.timer("postprocess"):
+            return self.decoder(heatmaps, hm_to_image)
+
+    def __call__(self, frame: np.ndarray, boxes, box_scores=None) -> Poses:
+        """frame uint8 [H, W, 3] BGR; boxes [P, 4] xyxy frame pixels; box_scores [P] (default 1) -> Poses."""
+        s = self.settings
         k = self.meta.num_keypoints
-        if len(boxes) == 0:
-            return Poses(np.zeros((0, k, 3), np.float32), np.zeros(0, np.float32), np.zeros((0, 4), np.float32))
-        h_in, w_in = self.input_size
-        center, size = box_to_center_size(boxes, w_in / h_in, self.padding)
-        to_input = crop_affine(center, size, self.input_size)
-        crops = warp_crops(image, to_input, self.input_size)
-        keypoints = decode_heatmaps(self.heatmaps(crops), self.codec.heatmap_to_image(invert_affine(to_input)), self.refine,
-                                    self.codec.dark_kernel)
-        scores = rescore(keypoints, box_scores, self.keypoint_threshold)
-        keep = np.arange(len(boxes))
-        if self.nms_threshold is not None:
-            keep = oks_nms(keypoints, scores, size[:, 0] * size[:, 1], self.nms_threshold)
-        return Poses(keypoints[keep], scores[keep].astype(np.float32), boxes[keep].astype(np.float32))
-
-
-def predict_dataset(pipeline: TopDownPipeline, data, box_source, progress=None, image_ids=None) -> list[dict]:
-    """COCO keypoint results for every image of `data` (anything with image_ids and load_image(image_id), e.g.
-    pose_edge.data.coco.CocoKeypoints), or only for `image_ids`. progress: optional callable(done, total)."""
-    image_ids = data.image_ids if image_ids is None else image_ids
-    results = []
-    for n, image_id in enumerate(image_ids):
-        image = data.load_image(image_id)
-        boxes, scores = boxes_from_source(box_source, image_id, image)
-        poses = pipeline(image, boxes, scores)
-        for kp, score in zip(poses.keypoints, poses.scores):
-            results.append({"image_id": int(image_id), "category_id": 1,
-                            "keypoints": [round(float(v), 3) for v in kp.reshape(-1)], "score": float(score)})
-        if progress is not None:
-            progress(n + 1, len(image_ids))
-    return results
+        with self.timer("preprocess"):
+            boxes, box_scores, dropped = clean_boxes(boxes, box_scores, frame.shape)
+            if len(boxes) == 0:
+                empty = Poses.empty(k)
+                empty.extra["dropped_boxes"] = dropped
+                return empty
+            h_in, w_in = self.input_size
+            xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+            center, size = box_to_center_size(xywh, w_in / h_in, s.box_padding)
+            to_input = crop_affine(center, size, self.input_size)
+            crops = warp_crops(frame, to_input, self.input_size)
+            hm_to_image = self.codec.heatmap_to_image(invert_affine(to_input))
+        keypoints = self._keypoints(crops, hm_to_image)
+        with self.timer("postprocess"):
+            scores = rescore(keypoints, box_scores, s.keypoint_threshold)
+            keep = np.arange(len(boxes))
+            if s.oks_nms is not None:
+                keep = oks_nms(keypoints, scores, size[:, 0] * size[:, 1], s.oks_nms)
+        poses = Poses(keypoints[keep], boxes[keep].astype(np.float32), scores[keep].astype(np.float32))
+        poses.extra["dropped_boxes"] = dropped
+        return poses

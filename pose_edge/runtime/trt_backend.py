@@ -7,7 +7,7 @@ without one can crash the process). A mismatch is one ArtifactError line with th
 
 Device memory and the stream are owned by the backend and released by close() (or `with TrtBackend(...) as b:`);
 every CUDA driver call goes through pose_edge.runtime.gpu.check. Outputs come back as float32 numpy arrays
-(FP16 engines output FP16; the GPU decoders read those buffers directly through `device_outputs`).
+(FP16 engines output FP16; the GPU decode stages read those buffers where they lie, through `run_device`).
 
 Nothing in this file has run on a GPU on the machine it was written on (no GPU there): tests marked `gpu` cover it.
 """
@@ -107,8 +107,10 @@ class TrtBackend:
         self.close()
 
     # inference ----------------------------------------------------------------------------------------------
-    def enqueue(self, images: np.ndarray) -> dict[str, tuple[int, tuple, np.dtype]]:
-        """Copy the batch to the GPU and queue the engine on self.stream; the outputs stay on the device."""
+    def run_device(self, images: np.ndarray) -> list[tuple[int, tuple, np.dtype]]:
+        """Copy the batch to the GPU and run the engine on self.stream; the outputs stay on the device, returned as
+        (pointer, shape, dtype) in forward's order, valid until the next call. A GPU decode stage sharing the stream
+        (CudaDevice(stream=int(backend.stream))) reads them where they lie."""
         x = np.ascontiguousarray(prepare_input(images, self.info))
         lo, hi = self.sidecar.profile["min"][0], self.sidecar.profile["max"][0]
         if not lo <= len(x) <= hi:
@@ -130,13 +132,13 @@ class TrtBackend:
         if not self.context.execute_async_v3(int(self.stream)):
             raise PoseEdgeError(f"{self.path.name}: TensorRT failed to enqueue the batch")
         check(drv.cuStreamSynchronize(self.stream), "cuStreamSynchronize")  # the host input may go after this
-        return self.device_outputs
+        return [self.device_outputs[name] for name in self.output_names]
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
         """images: uint8 [N, H, W, 3] BGR -> the network's raw outputs as float32, batch-first."""
         drv, check = self._drv, self._check
         outs = []
-        for name, (ptr, shape, dtype) in self.enqueue(images).items():
+        for ptr, shape, dtype in self.run_device(images):
             host = np.empty(shape, dtype)
             check(drv.cuMemcpyDtoHAsync(host.ctypes.data, drv.CUdeviceptr(ptr), host.nbytes, self.stream),
                   "cuMemcpyDtoHAsync")

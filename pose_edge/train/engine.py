@@ -57,7 +57,7 @@ from pose_edge.models.checkpoint import load_checkpoint, save_checkpoint
 from pose_edge.train import distributed as D
 from pose_edge.train.metrics_log import write_metrics
 from pose_edge.train.optim import ModelEMA, OptimizerSpec, ScheduleSpec, apply_schedule, build_optimizer, spec_from_dict
-from pose_edge.train.progress import EpochProgress, console
+from pose_edge.progress import EpochProgress, console
 from pose_edge.train.rng_state import capture_rng_state, restore_rng_state
 
 

@@ -3,20 +3,16 @@
 The same two builders as every family's training module (pose_edge.train.run calls them):
     build_config(preset, epochs=None, batch=None, workers=2, amp=None, sync_bn=False, seed=0) -> TrainConfig
     build_task(preset, data_dir, seed=0, eval_max_images=None) -> TrainTask
-Evaluation: KAPAO -> COCO keypoint AP (pose_edge.evaluate), plus box_AP, box_AP50, box_R50 of its pose objects;
-person detector -> COCO box AP of the person class (pycocotools iouType "bbox") with R50, its recall at IoU 0.5;
-both on the val split through the torch-free pipelines.
+Evaluation on the val split through the one evaluation path (pose_edge.evaluate.split): KAPAO -> COCO keypoint AP
+plus box_AP, box_AP50, box_R50 of its pose objects; person detector -> COCO box AP of the person class with R50.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-import torch
 
 from pose_edge.models.preset import Preset
-from pose_edge.runtime.kapao_decode import COCO_THRESHOLDS, Thresholds
 
 
 def build_config(preset: Preset, epochs: int | None = None, batch: int | None = None, workers: int = 2,
@@ -63,8 +59,9 @@ def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, eval_max_ima
     """Model, augmented training samples of the train split, the KAPAO loss, and an evaluation on the val split."""
     from pose_edge.data.coco import CocoKeypoints
     from pose_edge.data.kapao_dataset import KapaoDataset, collate
+    from pose_edge.evaluate.split import evaluate_split
     from pose_edge.models.kapao import build_model, model_meta
-    from pose_edge.models.torch_backend import prepare_images
+    from pose_edge.models.torch_backend import TorchBackend, prepare_images
     from pose_edge.train.engine import TrainTask
     from pose_edge.train.kapao_loss import build_loss
 
@@ -80,45 +77,10 @@ def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, eval_max_ima
         return loss, dict(zip(("box", "obj", "cls", "kp"), parts.tolist()))
 
     val_data = CocoKeypoints(data_dir, "val")
-    thresholds = Thresholds(conf_thres=r.get("val_conf_thres", 0.01))
 
-    def evaluate_fn(model, device):
-        return evaluate_model(model, meta, val_data, device=device, thresholds=thresholds,
-                              max_images=eval_max_images)
+    def evaluate_fn(model, device):  # the one evaluation path
+        return evaluate_split(TorchBackend(model, meta, device), val_data, max_images=eval_max_images)
 
     return TrainTask(model=model, preset=preset, meta=meta, train_dataset=dataset, collate_fn=collate,
                      prepare_inputs=lambda batch: prepare_images(batch["images"], meta.input), loss_fn=loss_fn,
                      evaluate_fn=evaluate_fn)
-
-
-def evaluate_model(model, meta, data, device: str | torch.device = "cpu", thresholds: Thresholds = COCO_THRESHOLDS,
-                   max_images: int | None = None, batch_size: int = 8, scales=(1.0,), flip: bool = False,
-                   progress=None) -> dict[str, float]:
-    """COCO statistics of a KAPAO model (keypoint AP) or a person detector (box AP) on a CocoKeypoints split."""
-    from pose_edge.models.torch_backend import TorchBackend
-
-    return evaluate_backend(TorchBackend(model, meta, device), data, thresholds, max_images, batch_size, scales, flip,
-                            progress)
-
-
-def evaluate_backend(backend, data, thresholds: Thresholds = COCO_THRESHOLDS, max_images: int | None = None,
-                     batch_size: int = 8, scales=(1.0,), flip: bool = False, progress=None) -> dict[str, float]:
-    """The same for any runtime backend (torch, ONNX Runtime, TensorRT) of family kapao or person_detector."""
-    from pose_edge.evaluate.scoring import evaluate_boxes, evaluate_keypoints, restricted_gt
-    from pose_edge.runtime.kapao_pipeline import KapaoPipeline, predict_dataset
-
-    detector = backend.meta.family == "person_detector"
-    if detector:
-        thresholds = dataclasses.replace(thresholds, use_kp_dets=False)
-    pipeline = KapaoPipeline(backend, thresholds, scales=scales, flip=flip)
-    image_ids = data.image_ids[:max_images] if max_images else data.image_ids
-    keypoint_results, box_results = predict_dataset(pipeline, data, progress, batch_size, image_ids)
-    gt = restricted_gt(data.coco, image_ids)
-    boxes = evaluate_boxes(gt, box_results)
-    if detector:
-        return boxes
-    # KAPAO: keypoint AP first, and how well its pose objects find people (box AP of the person pass)
-    stats = evaluate_keypoints(gt, keypoint_results)
-    stats.update({f"box_{name}": boxes[name] for name in ("AP", "AP50", "R50")})
-    return stats
-

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from pose_edge.models.preset import Preset
 from pose_edge.train.engine import TrainConfig, TrainTask
 from pose_edge.train.optim import OptimizerSpec, ScheduleSpec
@@ -38,11 +36,12 @@ def build_config(preset: Preset, epochs: int | None = None, batch: int | None = 
 def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, backbone_weights: str | None = None,
                eval_max_images: int | None = None, log=None) -> TrainTask:
     """Model (with ImageNet backbone weights if asked), training crops of the train split, and an evaluation on the
-    val split with ground-truth boxes (no flip, DARK decoding), COCO AP through pycocotools."""
+    val split with ground-truth boxes (pose_edge.evaluate.split: no flip, DARK decoding, pycocotools)."""
     from pose_edge.data.coco import CocoKeypoints
     from pose_edge.data.topdown import TopDownDataset, collate
+    from pose_edge.evaluate.split import evaluate_split
     from pose_edge.models.simple_baseline import build_model, load_backbone_weights, model_meta
-    from pose_edge.models.torch_backend import prepare_images
+    from pose_edge.models.torch_backend import TorchBackend, prepare_images
     from pose_edge.train.sb_loss import JointsMSELoss
 
     meta = model_meta(preset)
@@ -62,23 +61,9 @@ def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, backbone_wei
 
     val_data = CocoKeypoints(data_dir, "val")
 
-    def evaluate_fn(model, device):
-        return evaluate_model(model, meta, val_data, device=device, max_images=eval_max_images)
+    def evaluate_fn(model, device):  # the one evaluation path, on ground-truth boxes
+        return evaluate_split(TorchBackend(model, meta, device), val_data, max_images=eval_max_images)
 
     return TrainTask(model=model, preset=preset, meta=meta, train_dataset=dataset, collate_fn=collate,
                      prepare_inputs=lambda batch: prepare_images(batch["images"], meta.input), loss_fn=loss_fn,
                      evaluate_fn=evaluate_fn)
-
-
-def evaluate_model(model, meta, data, device: str | torch.device = "cpu", boxes="gt", flip: bool = False,
-                   refine: str = "dark", max_images: int | None = None, progress=None) -> dict[str, float]:
-    """COCO keypoint statistics of a Simple Baseline model on a CocoKeypoints split."""
-    from pose_edge.evaluate.scoring import evaluate_keypoints, restricted_gt
-    from pose_edge.models.torch_backend import TorchBackend
-    from pose_edge.runtime.topdown import TopDownPipeline, predict_dataset, source_for
-
-    pipeline = TopDownPipeline(TorchBackend(model, meta, device), flip=flip, refine=refine)
-    image_ids = data.image_ids[:max_images] if max_images else data.image_ids
-    results = predict_dataset(pipeline, data, source_for(boxes, data.coco), progress, image_ids=image_ids)
-    return evaluate_keypoints(restricted_gt(data.coco, image_ids), results)
-

@@ -1,0 +1,84 @@
+"""The one result type of the runtime, for both paradigms: the people found in one frame.
+
+    poses = est(frame)
+    poses.keypoints   float32 [P, K, 3]  (x, y, confidence) in frame pixels; confidence 0 where a keypoint was not found
+    poses.boxes       float32 [P, 4]     (x1, y1, x2, y2) in frame pixels
+    poses.scores      float32 [P]        person confidence
+    poses.track_ids   int64 [P] or None  identity across frames when tracking is on (-1: not yet confirmed)
+
+A person detector's result is a Poses with K = 0. Rows are sorted by score, highest first, unless tracking reorders
+nothing (it never does). Torch-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pose_edge.keypoints import NAMES
+
+
+@dataclass
+class Poses:
+    keypoints: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    track_ids: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)  # e.g. "dropped": NMS candidates beyond the decoder's capacity
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def empty(cls, num_keypoints: int) -> "Poses":
+        return cls(np.zeros((0, num_keypoints, 3), np.float32), np.zeros((0, 4), np.float32),
+                   np.zeros(0, np.float32))
+
+    @property
+    def num_keypoints(self) -> int:
+        return self.keypoints.shape[1]
+
+    def select(self, index) -> "Poses":
+        """The rows `index` (a boolean mask or integer indices), as a new Poses."""
+        ids = None if self.track_ids is None else self.track_ids[index]
+        return Poses(self.keypoints[index], self.boxes[index], self.scores[index], ids, dict(self.extra))
+
+    def boxes_xywh(self) -> np.ndarray:
+        """float64 [P, 4] (x, y, w, h), COCO's box convention."""
+        b = self.boxes.astype(np.float64)
+        return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+
+    def to_coco(self, image_id: int) -> list[dict]:
+        """COCO keypoint results (category 1, the person score as the result's score); none for a detector."""
+        if self.num_keypoints == 0:
+            return []
+        return [{"image_id": int(image_id), "category_id": 1, "keypoints": [round(float(v), 3) for v in kp.reshape(-1)],
+                 "score": round(float(s), 6)} for kp, s in zip(self.keypoints, self.scores)]
+
+    def to_coco_boxes(self, image_id: int) -> list[dict]:
+        """COCO detection results of the person boxes (x, y, w, h)."""
+        return [{"image_id": int(image_id), "category_id": 1, "bbox": [round(float(v), 2) for v in box],
+                 "score": round(float(s), 6)} for box, s in zip(self.boxes_xywh(), self.scores)]
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready values: {"poses": [{"score", "box", "keypoints": {name: [x, y, conf]}, "track_id"}]}."""
+        names = NAMES if self.num_keypoints == len(NAMES) else [str(k) for k in range(self.num_keypoints)]
+        people = []
+        for i in range(len(self)):
+            person = {"score": round(float(self.scores[i]), 4),
+                      "box": [round(float(v), 1) for v in self.boxes[i]]}
+            if self.num_keypoints:
+                person["keypoints"] = {n: [round(float(x), 1), round(float(y), 1), round(float(c), 3)]
+                                       for n, (x, y, c) in zip(names, self.keypoints[i])}
+            if self.track_ids is not None:
+                person["track_id"] = int(self.track_ids[i])
+            people.append(person)
+        return {"poses": people}
+
+    def draw(self, frame: np.ndarray, keypoint_threshold: float = 0.3) -> np.ndarray:
+        """A copy of `frame` (uint8 BGR [H, W, 3]) with these poses drawn on it."""
+        from pose_edge.runtime.draw import draw_poses
+
+        return draw_poses(frame, self.keypoints, self.boxes, self.scores, self.track_ids,
+                          keypoint_threshold=keypoint_threshold)
