@@ -124,7 +124,8 @@ def draw_poses(frame: np.ndarray, keypoints, boxes=None, scores=None, track_ids=
             colour = track_colour(track)
             x1, y1, x2, y2 = np.clip(box, -limit, limit)
             if draw_boxes:
-                cv2.rectangle(out, _fixed((x1, y1)), _fixed((x2, y2)), colour, line, cv2.LINE_AA, _SHIFT)
+                # Axis-aligned: whole pixels and no anti-aliasing keep the edge crisp in the track's colour.
+                cv2.rectangle(out, (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2))), colour, line)
             if draw_labels:
                 text = " ".join(part for part in (
                     f"id {track}" if track is not None and track >= 0 else "",
