@@ -163,8 +163,8 @@ class VideoFile(Source):
         return image, (float(msec) / 1000.0 if msec is not None and np.isfinite(msec) and msec >= 0 else None)
 
     def __iter__(self) -> Iterator[Frame]:
-        if self._first is None and not self._cap.isOpened():
-            raise PoseEdgeError(f"{self.description}: the source is closed or was already read")
+        if not self._cap.isOpened():
+            raise PoseEdgeError(f"{self.description}: the source is closed")
         index = 0
         item, self._first = self._first, None
         while item is not None:
@@ -186,8 +186,6 @@ class VideoFile(Source):
 
 class ArrayFrames(Source):
     """Frames from a Python iterable read on demand by the consumer (live=False): nothing dropped."""
-
-    kind = "iterable"
 
     def __init__(self, frames: Iterable, description: str, fps: float | None = None, kind: str = "iterable"):
         super().__init__(description)
@@ -381,6 +379,7 @@ def open_source(spec, *, live: bool | None = None, fps: float | None = None) -> 
           generators and iterators are unless live=False (a URL then reads like a video file, an iterator on
           demand); lists and tuples are not unless live=True; file sources never are.
     fps:  the frame rate of an iterable, where the caller knows it.
+    An iterable must yield a new array for each frame (or one it no longer writes to): frames are not copied.
 
     Raises DataError (one line, naming the source) when it is missing or cannot be read.
     """

@@ -73,7 +73,8 @@ class StreamStats:
                    bottleneck, one capture interval when the camera is).
     inference:     per frame, the infer() call.
     render:        per frame, the render() call.
-    latency:       per frame, from the frame's capture timestamp to the end of its inference (capture-to-result).
+    latency:       per frame, from the frame's capture timestamp to the end of its inference (capture-to-result;
+                   for a file source this includes the wait in the read-ahead queue).
     elapsed_s:     from the start of the run to its last result.
     interrupted:   the run ended by Ctrl-C (run() only; iterating re-raises KeyboardInterrupt).
     """
@@ -94,11 +95,14 @@ class StreamStats:
 
     def summary(self) -> str:
         """One line: counts, throughput, mean per-stage times and capture-to-result latency."""
+        def ms(value: float) -> str:
+            return f"{value:.1f}" if value == value else "-"  # NaN: the stage never ran
+
         return (f"{self.frames} frames in {self.elapsed_s:.1f} s ({self.throughput_fps:.1f} frames/s), "
-                f"{self.dropped} dropped, {self.skipped} skipped; mean ms: capture wait {self.capture_wait.mean_ms():.1f}, "
-                f"inference {self.inference.mean_ms():.1f}, render {self.render.mean_ms():.1f}; capture-to-result "
-                f"{self.latency.mean_ms():.1f} (p95 {self.latency.percentile_ms(95):.1f})"
-                + (" (interrupted)" if self.interrupted else ""))
+                f"{self.dropped} dropped, {self.skipped} skipped; mean ms: capture wait "
+                f"{ms(self.capture_wait.mean_ms())}, inference {ms(self.inference.mean_ms())}, render "
+                f"{ms(self.render.mean_ms())}; capture-to-result {ms(self.latency.mean_ms())} "
+                f"(p95 {ms(self.latency.percentile_ms(95))})" + (" (interrupted)" if self.interrupted else ""))
 
 
 class StreamRunner:
