@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -222,6 +223,51 @@ def export_cmd(artifact, engine, precision, calib, calib_count, val_dir, batch, 
     click.echo(result.summary())
     if result.ap:
         click.echo(format_table(result.ap))
+
+
+@main.command("predict")
+@click.argument("model")
+@click.argument("source")
+@click.option("--detector", default=None, help="Person detector (.onnx, engine or run folder) for a top-down MODEL.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder [default: predictions/<source name>].")
+@click.option("--track", is_flag=True, help="Give each person a persistent id across frames.")
+@click.option("--smooth", is_flag=True, help="Smooth keypoints over time along tracks (One Euro filter; implies "
+              "--track).")
+@click.option("--conf", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              help="Person confidence threshold [default: the deployment settings'].")
+@click.option("--settings", "profile", type=click.Choice(["deploy", "coco"]), default="deploy", show_default=True,
+              help="Post-processing profile: deploy (the people who are there) or coco (keep everything).")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N [default: a GPU where one is usable].")
+@click.option("--decode", type=click.Choice(["auto", "numpy", "cuda"]), default="auto", show_default=True,
+              help="Decode stage: CUDA kernels on the engine's outputs, or NumPy on the host.")
+@click.option("--color", type=click.Choice(["bgr", "rgb"]), default="bgr", show_default=True,
+              help="Channel order of frames from an iterable source (files and cameras are read as BGR).")
+@click.option("--no-draw", is_flag=True, help="Write poses only, no overlays.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (no progress bar).")
+def predict_cmd(model, source, detector, out, track, smooth, conf, profile, device, decode, color, no_draw, as_json):
+    """Poses of the people in SOURCE: an image, a folder or glob of images, a video file, a camera index (0) or a
+    stream URL. Writes overlays (skeletons, confidences, scores and track ids) and poses: COCO results JSON for
+    images, JSON Lines per frame for video. MODEL is an .onnx, an engine, or a run folder (needs PyTorch)."""
+    from pose_edge.estimator import load
+    from pose_edge.predict import predict
+    from pose_edge.progress import progress_bar
+
+    est = load(model, detector, device=device, settings=profile, conf=conf, color=color, decode=decode,
+               track=track or smooth, smooth=smooth)
+    out = out or Path("predictions") / (Path(source).stem or "stream")
+    with est, progress_bar(f"predict {Path(source).name or source}", enabled=not as_json) as bar:
+        summary = predict(est, source, out, draw=not no_draw,
+                          on_frame=lambda done, total, fps: bar.update(done, total, f"{fps:.1f} frames/s"))
+    if as_json:
+        click.echo(json.dumps({**dataclasses.asdict(summary), "estimator": est.describe()}, indent=2))
+        return
+    d = est.describe()
+    click.echo(f"{d['model']['preset']} on {d['model']['backend']} ({d['model']['device']}, "
+               f"{d['model']['precision']}), decode {d['model']['decoder']}")
+    click.echo(summary.line())
+    for what, path in summary.files.items():
+        click.echo(f"wrote {path} ({what})")
 
 
 @main.command("selftest")

@@ -162,15 +162,18 @@ class Estimator:
                     poses.keypoints = self.smoother.update(poses.track_ids, poses.keypoints, timestamp)
         return poses
 
-    def stream(self, source, **source_options) -> Iterator[tuple[object, Poses]]:
-        """(frame, Poses) for every frame of `source` (see pose_edge.runtime.sources.open_source): a video file, a
-        camera index, a stream URL, an image, a folder or glob, or any iterable of frames. Live sources drop stale
-        frames rather than fall behind; file sources keep every frame."""
-        from pose_edge.runtime.sources import open_source
+    def infer_frame(self, frame) -> Poses:
+        """A runtime.sources.Frame -> Poses, with its capture time as the tracker's and smoother's clock."""
+        return self(frame.image, timestamp=frame.timestamp)
 
-        with open_source(source, **source_options) as frames:
-            for frame in frames:
-                yield frame, self(frame.image, timestamp=frame.timestamp)
+    def stream(self, source, render=None) -> Iterator[tuple[object, Poses]]:
+        """(Frame, Poses) for every frame of `source` (anything pose_edge.runtime.sources.open_source takes: a video
+        file, a camera index, a stream URL, an image, a folder or glob, or an iterable of frames), with capture,
+        inference and render(frame, poses) overlapped in threads (pose_edge.runtime.stream). Live sources drop stale
+        frames rather than fall behind; file sources keep every frame."""
+        from pose_edge.runtime.stream import StreamRunner
+
+        yield from StreamRunner(source, self.infer_frame, render)
 
     # ---------------------------------------------------------------------------------------------------- report
     def describe(self) -> dict:

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from pose_edge.errors import PoseEdgeError
-from pose_edge.models import kapao
+from pose_edge.estimator import Estimator
+from pose_edge.models import kapao, simple_baseline
 from pose_edge.models.torch_backend import TorchBackend
-from pose_edge.runtime.detector import PersonDetector
+from pose_edge.runtime.settings import COCO_EVAL, Settings, Thresholds
+from pose_edge.runtime.single_stage import SingleStagePipeline
 
 
 def backend(name: str, seed: int = 0) -> TorchBackend:
@@ -20,23 +22,27 @@ def backend(name: str, seed: int = 0) -> TorchBackend:
     return TorchBackend(kapao.build_model(preset), kapao.model_meta(preset))
 
 
-def test_detector_returns_boxes_inside_the_image_sorted_by_score():
-    detector = PersonDetector(backend("det-tiny"), conf_thres=0.0, max_det=50)
+def test_detector_returns_person_boxes_sorted_by_score():
+    settings = Settings(detector=Thresholds(conf_thres=0.0, max_det=50, use_kp_dets=False))
+    detector = Estimator(backend("det-tiny"), settings=settings)
+    assert detector.paradigm == "detector"
     image = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
-    boxes, scores = detector(image)
-    assert boxes.dtype == np.float32 and scores.dtype == np.float32
-    assert boxes.shape == (len(scores), 4) and 0 < len(scores) <= 50
-    assert (np.diff(scores) <= 0).all()
-    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] > 0).all()
-    assert (boxes[:, 0] + boxes[:, 2] <= 320 + 1e-3).all() and (boxes[:, 1] + boxes[:, 3] <= 240 + 1e-3).all()
-    batch = detector.detect([image, image[:100]])
-    np.testing.assert_allclose(batch[0][0], boxes, atol=1e-4)
-    assert (batch[1][0][:, 1] + batch[1][0][:, 3] <= 100 + 1e-3).all()
+    poses = detector(image)
+    assert poses.boxes.dtype == np.float32 and poses.scores.dtype == np.float32 and poses.keypoints.shape[1:] == (0, 3)
+    assert poses.boxes.shape == (len(poses), 4) and 0 < len(poses) <= 50
+    assert (np.diff(poses.scores) <= 0).all()
+    assert (poses.boxes[:, 2:] > poses.boxes[:, :2]).all()
+    batch = detector.predict_batch([image, image[:100]])
+    np.testing.assert_allclose(batch[0].boxes, poses.boxes, atol=1e-4)
 
 
-def test_detector_refuses_a_pose_model():
+def test_top_down_refuses_a_pose_model_as_its_detector():
+    sb = simple_baseline.PRESETS["sb-r18-128x96"]
+    pose_model = TorchBackend(simple_baseline.build_model(sb), simple_baseline.model_meta(sb))
     with pytest.raises(PoseEdgeError, match="not a person detector"):
-        PersonDetector(backend("kapao-tiny"))
+        Estimator(pose_model, backend("kapao-tiny"))
+    with pytest.raises(PoseEdgeError, match="needs no detector"):
+        Estimator(backend("kapao-tiny"), backend("det-tiny"))
 
 
 @pytest.mark.slow
@@ -45,10 +51,9 @@ def test_trained_detector_finds_people_and_feeds_the_topdown_pipeline(tmp_path_f
     it never saw) clearly above the untrained detector's; then it serves as the top-down pipeline's box source."""
     from pose_edge.data import synth
     from pose_edge.data.coco import CocoKeypoints
-    from pose_edge.models import simple_baseline
-    from pose_edge.runtime.topdown import TopDownPipeline, predict_dataset
+    from pose_edge.evaluate.split import evaluate_split
     from pose_edge.train.engine import fit, seed_everything
-    from pose_edge.train.kapao_train import build_config, build_task, evaluate_model
+    from pose_edge.train.kapao_train import build_config, build_task
 
     data_dir = tmp_path_factory.mktemp("det_synth")
     synth.write_dataset(data_dir, num_train=200, num_val=40, seed=2, size=(320, 240), progress=False)
@@ -60,12 +65,12 @@ def test_trained_detector_finds_people_and_feeds_the_topdown_pipeline(tmp_path_f
         task = build_task(preset, data_dir)
         task.evaluate_fn = None
         val = CocoKeypoints(data_dir, "val")
-        untrained = evaluate_model(task.model, task.meta, val)
+        untrained = evaluate_split(TorchBackend(task.model, task.meta), val)
         start = time.perf_counter()
         fit(task, build_config(preset, epochs=DETECTOR_EPOCHS, workers=0), tmp_path / "run", progress=False,
             log=lambda _s: None)
         seconds = time.perf_counter() - start
-        trained = evaluate_model(task.model.eval(), task.meta, val)
+        trained = evaluate_split(TorchBackend(task.model.eval(), task.meta), val)
     finally:
         torch.set_num_threads(threads)
     print(f"det-tiny: {DETECTOR_EPOCHS} epochs in {seconds:.0f} s; val box AP untrained {untrained['AP']:.4f} "
@@ -75,12 +80,13 @@ def test_trained_detector_finds_people_and_feeds_the_topdown_pipeline(tmp_path_f
     assert trained["R50"] > untrained["R50"] + DETECTOR_MIN_R50
 
     # the detector as the box source of the top-down pipeline (an untrained pose model is enough to show the wiring)
-    detector = PersonDetector(TorchBackend(task.model, task.meta))
+    detector = TorchBackend(task.model, task.meta)
     sb = simple_baseline.PRESETS["sb-r18-128x96"]
-    pipeline = TopDownPipeline(TorchBackend(simple_baseline.build_model(sb), simple_baseline.model_meta(sb)))
-    results = predict_dataset(pipeline, val, detector)
+    pose_model = TorchBackend(simple_baseline.build_model(sb), simple_baseline.model_meta(sb))
+    results = []
+    evaluate_split(pose_model, val, boxes=detector, results=results)
     assert results and {r["image_id"] for r in results} <= set(val.image_ids)
-    boxes, _ = detector(val.load_image(val.image_ids[0]))
+    boxes = Estimator(detector, settings=COCO_EVAL)(val.load_image(val.image_ids[0])).boxes
     per_image = sum(r["image_id"] == val.image_ids[0] for r in results)
     assert 0 < per_image <= len(boxes)  # one pose per detected box at most (OKS-NMS may merge some)
 
@@ -95,17 +101,20 @@ DETECTOR_MIN_R50 = 0.3
 
 
 def test_tta_passes_run_on_the_fixed_input_size():
-    """Flip adds a de-flipped copy of the rows after the plain ones; scale 0.5 runs at the model's fixed input size;
-    scales above 1 are refused (de-flipping itself is tested in test_kapao_decode)."""
-    from pose_edge.runtime.kapao_pipeline import KapaoPipeline
-
-    b = backend("det-tiny")
-    image = np.full((b.meta.input.height, b.meta.input.width, 3), 90, np.uint8)  # an input canvas
-    plain = KapaoPipeline(b).rows(image[None])
-    both = KapaoPipeline(b, flip=True).rows(image[None])
-    assert both.shape[1] == 2 * plain.shape[1]
-    np.testing.assert_allclose(both[0, :plain.shape[1]], plain[0])
-    scaled = KapaoPipeline(b, scales=(1.0, 0.5)).rows(image[None])
-    assert scaled.shape == both.shape and np.isfinite(scaled).all()
+    """Flip and scale 0.5 run at the model's fixed input size and return poses in frame pixels; scales above 1 are
+    refused, and so is TTA with a device decode stage (its rows combine on the host). De-flipping itself is tested in
+    test_kapao_decode."""
+    b = backend("kapao-tiny")
+    frame = np.random.default_rng(1).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    loose = Thresholds(conf_thres=0.0, max_det=100_000)
+    plain = SingleStagePipeline(b, loose)([frame])[0]
+    both = SingleStagePipeline(b, loose, flip=True, scales=(1.0, 0.5))([frame])[0]
+    assert len(both) > len(plain) > 0 and np.isfinite(both.keypoints).all()  # the extra passes took part in the NMS
     with pytest.raises(PoseEdgeError, match="TTA scales"):
-        KapaoPipeline(b, scales=(1.2,))
+        SingleStagePipeline(b, scales=(1.2,))
+
+    class DeviceStage:
+        on_device, name = True, "cuda"
+
+    with pytest.raises(PoseEdgeError, match="host"):
+        SingleStagePipeline(b, decoder=DeviceStage(), flip=True)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from pose_edge import evaluate
+from pose_edge.evaluate import scoring as evaluate
 from pose_edge.data.coco import load_coco
 from pose_edge.errors import DataError
 from pose_edge.keypoints import OKS_SIGMAS
@@ -72,10 +72,16 @@ def test_no_results_scores_zero(gt):
 
 
 def test_results_roundtrip_through_a_file(gt, tmp_path):
-    results = evaluate.ground_truth_as_results(gt)
-    kps = np.array([r["keypoints"] for r in results]).reshape(-1, 17, 3)
-    arrays = evaluate.results_from_arrays([r["image_id"] for r in results], kps, np.ones(len(results)))
-    evaluate.write_results(tmp_path / "r.json", arrays)
+    """Poses of the runtime -> COCO results (Poses.to_coco) -> a results file -> pycocotools: the ground truth as
+    Poses scores 1.0."""
+    from pose_edge.runtime.poses import Poses
+
+    results = []
+    for image_id in gt.imgs:
+        truth = [r for r in evaluate.ground_truth_as_results(gt) if r["image_id"] == image_id]
+        kps = np.array([r["keypoints"] for r in truth], np.float32).reshape(-1, 17, 3)
+        results += Poses(kps, np.zeros((len(kps), 4), np.float32), np.ones(len(kps), np.float32)).to_coco(image_id)
+    evaluate.write_results(tmp_path / "r.json", results)
     assert evaluate.evaluate_keypoints(gt, tmp_path / "r.json")["AP"] == pytest.approx(1.0)
 
 

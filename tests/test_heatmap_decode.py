@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pose_edge.errors import PoseEdgeError
-from pose_edge.runtime.heatmap_decode import dark_blur_weights, dark_kernel_for_sigma, decode_heatmaps
+from pose_edge.heatmap_codec import dark_kernel_for_sigma
+from pose_edge.runtime.heatmap_decode import dark_blur_weights, decode_heatmaps
 
 
 def gaussian_map(h: int, w: int, cx: float, cy: float, sigma: float) -> np.ndarray:

@@ -299,7 +299,7 @@ def test_letterbox_maps_points_and_back(image_size):
 
 def test_deflip_rows_mirrors_boxes_and_swaps_left_and_right():
     from pose_edge.keypoints import FLIP_PERM
-    from pose_edge.runtime.kapao_pipeline import deflip_rows
+    from pose_edge.runtime.single_stage import deflip_rows
 
     rng = np.random.default_rng(5)
     rows = rng.uniform(0, 1, (7, D)).astype(np.float32)

@@ -17,7 +17,9 @@ from pose_edge.evaluate.scoring import evaluate_keypoints
 from pose_edge.models import kapao
 from pose_edge.models.checkpoint import load_checkpoint
 from pose_edge.train.engine import fit, seed_everything
-from pose_edge.train.kapao_train import build_config, build_task, evaluate_model
+from pose_edge.evaluate.split import evaluate_split
+from pose_edge.models.torch_backend import TorchBackend
+from pose_edge.train.kapao_train import build_config, build_task
 
 sys.path.insert(0, str(Path(__file__).parent))
 from script_runner import run_script, same_weights  # noqa: E402
@@ -72,12 +74,12 @@ def test_cpu_preset_learns_to_find_people_and_keypoints(kapao_data, tmp_path):
         task = build_task(preset, kapao_data)
         task.evaluate_fn = None  # evaluated once below, on the whole val split
         val = CocoKeypoints(kapao_data, "val")
-        untrained = evaluate_model(task.model, task.meta, val)
+        untrained = evaluate_split(TorchBackend(task.model, task.meta), val)
         config = build_config(preset, epochs=EPOCHS, workers=0)
         start = time.perf_counter()
         fit(task, config, tmp_path / "run", progress=False, log=lambda _s: None)
         seconds = time.perf_counter() - start
-        trained = evaluate_model(task.model.eval(), task.meta, val)
+        trained = evaluate_split(TorchBackend(task.model.eval(), task.meta), val)
     finally:
         torch.set_num_threads(threads)
     mean_pose = evaluate_keypoints(val.coco, mean_pose_in_true_boxes(CocoKeypoints(kapao_data, "train"), val))
@@ -166,7 +168,7 @@ def test_memorises_a_few_images_end_to_end(synth_data):
             image_ids, coco = ids, data.coco
             load_image = staticmethod(data.load_image)
 
-        stats = evaluate_model(model.eval(), meta, Few())
+        stats = evaluate_split(TorchBackend(model.eval(), meta), Few())
     finally:
         torch.set_num_threads(threads)
     print(f"kapao-tiny memorising 12 images: AP {stats['AP']:.3f} AP50 {stats['AP50']:.3f}")

@@ -32,12 +32,13 @@ def sb_data(tmp_path_factory):
 
 def evaluate_untrained(data_dir) -> dict:
     from pose_edge.data.coco import CocoKeypoints
+    from pose_edge.evaluate.split import evaluate_split
     from pose_edge.models import build_model, get_preset, model_meta
-    from pose_edge.train.sb_train import evaluate_model
+    from pose_edge.models.torch_backend import TorchBackend
 
     torch.manual_seed(0)
     preset = get_preset(PRESET)
-    return evaluate_model(build_model(preset), model_meta(preset), CocoKeypoints(data_dir, "val"))
+    return evaluate_split(TorchBackend(build_model(preset), model_meta(preset)), CocoKeypoints(data_dir, "val"))
 
 
 @pytest.mark.slow

@@ -56,7 +56,8 @@ def test_a_live_source_faster_than_inference_builds_no_backlog():
 
     behind = []
 
-    def infer(image):
+    def infer(frame):
+        image = frame.image
         behind.append(made[0] - 1 - _number(image))  # frames captured since this one: 0 means the newest
         time.sleep(INFER_S)
         return _number(image)
@@ -79,9 +80,9 @@ def test_a_video_file_through_a_slow_runner_drops_nothing(tmp_path):
     clip = write_clip(tmp_path / "clip.mp4", 20)
     rendered = []
 
-    def infer(image):
+    def infer(frame):
         time.sleep(0.01)
-        return float(image.mean())
+        return float(frame.image.mean())
 
     def render(frame, result):
         time.sleep(0.005)
@@ -98,11 +99,11 @@ def test_a_video_file_through_a_slow_runner_drops_nothing(tmp_path):
 def test_stages_overlap_and_results_keep_frame_order():
     calls = []  # (stage, frame number, start, end)
 
-    def infer(image):
+    def infer(frame):
         start = time.monotonic()
         time.sleep(0.02)
-        calls.append(("infer", _number(image), start, time.monotonic()))
-        return _number(image)
+        calls.append(("infer", _number(frame.image), start, time.monotonic()))
+        return _number(frame.image)
 
     def render(frame, result):
         start = time.monotonic()
@@ -145,7 +146,7 @@ def test_a_stage_exception_stops_the_run_and_names_the_stage(stage, live):
         raise ValueError("boom")
 
     source = broken_feed() if stage == "capture" else _frames()
-    infer = _failing_at(3, ValueError("boom")) if stage == "inference" else (lambda image: 0)
+    infer = _failing_at(3, ValueError("boom")) if stage == "inference" else (lambda frame: 0)
     render = _failing_at(3, ValueError("boom")) if stage == "render" else None
     from pose_edge.runtime.sources import open_source
 
@@ -163,7 +164,7 @@ def test_a_pose_edge_error_keeps_its_type_with_the_stage_named():
         raise DataError("camera 0: unplugged")
 
     with pytest.raises(DataError, match="capture stage: camera 0: unplugged"):
-        StreamRunner(feed(), lambda image: 0).run()
+        StreamRunner(feed(), lambda frame: 0).run()
 
 
 def test_stop_from_a_callback_ends_an_endless_live_run():
@@ -179,7 +180,7 @@ def test_stop_from_a_callback_ends_an_endless_live_run():
         finally:
             closed.set()
 
-    runner = StreamRunner(endless(), lambda image: time.sleep(0.005))
+    runner = StreamRunner(endless(), lambda frame: time.sleep(0.005))
     stats = runner.run(lambda frame, result: runner.stats.frames >= 5 and runner.stop())
     assert 5 <= stats.frames <= 8 and not stats.interrupted
     assert closed.wait(2.0) and not _runner_threads_alive()
@@ -196,7 +197,7 @@ def test_a_failing_run_leaves_no_partial_files(tmp_path):
                 jsonl.write(frame, result)
 
             fail = _failing_at(8, RuntimeError("engine lost"))
-            StreamRunner([_numbered(t) for t in range(20)], lambda image: fail() or poses, render).run()
+            StreamRunner([_numbered(t) for t in range(20)], lambda frame: fail() or poses, render).run()
     assert sorted(os.listdir(tmp_path)) == []
 
 
@@ -217,7 +218,7 @@ _SCRIPT = textwrap.dedent("""
             yield np.full((48, 64, 3), t % 256, np.uint8)
             t += 1
 
-    def infer(image):
+    def infer(frame):
         time.sleep(0.02)
         return poses_of(standing_person(10, 5, 30, 40)[None], track_ids=[1])
 

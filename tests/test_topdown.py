@@ -1,4 +1,5 @@
-"""The torch-free top-down pipeline: crop geometry, heatmap codec, flip test, rescoring, OKS-NMS and box sources.
+"""The torch-free top-down pipeline: crop geometry, heatmap codec, flip test, rescoring, OKS-NMS, upstream boxes
+and the evaluation's box sources.
 
 A hand-written heatmap model (`ColourDotModel`) stands in for a network where the property under test is the
 geometry: it finds coloured dots in each crop and returns Gaussian heatmaps at their centroids, labelling the two
@@ -14,22 +15,17 @@ import numpy as np
 import pytest
 
 from pose_edge.errors import DataError, PoseEdgeError
+from pose_edge.estimator import Estimator
+from pose_edge.evaluate.boxes import DetectionBoxes, box_source
+from pose_edge.geometry import apply_affine, box_to_center_size, crop_affine, invert_affine
 from pose_edge.heatmap_codec import GaussianHeatmapCodec
 from pose_edge.keypoints import FLIP_PAIRS, FLIP_PERM, NUM_KEYPOINTS, OKS_SIGMAS
 from pose_edge.model_meta import InputSpec, ModelMeta
 from pose_edge.runtime.heatmap_decode import decode_heatmaps
-from pose_edge.runtime.topdown import (
-    DetectionBoxes,
-    TopDownPipeline,
-    apply_affine,
-    box_to_center_size,
-    crop_affine,
-    flip_back,
-    invert_affine,
-    oks_nms,
-    rescore,
-    source_for,
-)
+from pose_edge.runtime.settings import COCO_EVAL, TopDownSettings
+from pose_edge.runtime.topdown import TopDownPipeline, clean_boxes, flip_back, oks_nms, rescore
+
+NO_NMS = TopDownSettings(refine="dark", oks_nms=None)
 
 INPUT = (128, 96)
 # One colour direction (B, G, R) per group: the nose, then the eight left/right pairs in FLIP_PAIRS order.
@@ -106,8 +102,8 @@ def scene():
     people = [random_person(rng, np.array([90.3, 120.6]), 70.0), random_person(rng, np.array([230.8, 110.2]), 60.0)]
     for kps in people:
         draw_person(image, kps)
-    boxes = np.array([[k[:, 0].min() - 12, k[:, 1].min() - 12, np.ptp(k[:, 0]) + 24, np.ptp(k[:, 1]) + 24]
-                      for k in people])
+    boxes = np.array([[k[:, 0].min() - 12, k[:, 1].min() - 12, k[:, 0].max() + 12, k[:, 1].max() + 12]
+                      for k in people])  # xyxy
     return image, np.stack(people), boxes
 
 
@@ -161,7 +157,7 @@ def test_codec_round_trip_is_sub_pixel():
 
 def test_pipeline_recovers_keypoints_in_image_pixels(scene):
     image, people, boxes = scene
-    poses = TopDownPipeline(ColourDotModel(), refine="dark", nms_threshold=None)(image, boxes)
+    poses = TopDownPipeline(ColourDotModel(), NO_NMS)(image, boxes)
     assert poses.keypoints.shape == (2, NUM_KEYPOINTS, 3)
     err = np.abs(poses.keypoints[..., :2] - people)
     assert err.max() < 0.3, err.max()  # any half-pixel slip in the crop or heatmap conventions is > 0.5 px here
@@ -169,11 +165,11 @@ def test_pipeline_recovers_keypoints_in_image_pixels(scene):
 
 def test_flip_test_returns_the_unflipped_keypoints(scene):
     image, people, boxes = scene
-    plain = TopDownPipeline(ColourDotModel(), refine="dark", nms_threshold=None)(image, boxes)
-    flipped = TopDownPipeline(ColourDotModel(), flip=True, refine="dark", nms_threshold=None)(image, boxes)
+    plain = TopDownPipeline(ColourDotModel(), NO_NMS)(image, boxes)
+    flipped = TopDownPipeline(ColourDotModel(), NO_NMS, flip=True)(image, boxes)
     np.testing.assert_allclose(flipped.keypoints, plain.keypoints, atol=1e-3)
     # The reference's one-column shift belongs to its x_hm = x_in / 4 convention: here it would move every point.
-    shifted = TopDownPipeline(ColourDotModel(), flip=True, refine="dark", nms_threshold=None, flip_shift=True)
+    shifted = TopDownPipeline(ColourDotModel(), NO_NMS, flip=True, flip_shift=True)
     moved = shifted(image, boxes).keypoints[..., 0] - plain.keypoints[..., 0]
     assert (moved > 0.5).all()
 
@@ -201,16 +197,32 @@ def test_crops_go_to_the_backend_as_one_batch(scene):
 
     TopDownPipeline(Recording(), flip=True)(image, boxes)
     assert calls == [4]
+    calls.clear()
+    TopDownPipeline(Recording(), TopDownSettings(max_batch=3), flip=True)(image, boxes)
+    assert calls == [3, 1]
 
 
-def test_pipeline_rejects_bad_input(scene):
-    image, _, boxes = scene
-    pipe = TopDownPipeline(ColourDotModel())
-    with pytest.raises(PoseEdgeError, match="uint8"):
-        pipe(image.astype(np.float32), boxes)
-    with pytest.raises(PoseEdgeError, match="empty"):
-        pipe(np.zeros((0, 0, 3), np.uint8), boxes)
-    assert pipe(image, np.zeros((0, 4))).keypoints.shape == (0, NUM_KEYPOINTS, 3)
+def test_estimator_checks_frames_and_upstream_boxes(scene):
+    image, people, boxes = scene
+    est = Estimator(ColourDotModel(), settings=COCO_EVAL)
+    for bad, match in ((image.astype(np.float32), "uint8"), (np.zeros((0, 0, 3), np.uint8), "empty"),
+                       (image[..., 0], "3 colour channels"), (np.zeros((4, 4, 4), np.uint8), "BGRA2BGR"),
+                       ([[1, 2, 3]], "numpy array")):
+        with pytest.raises(PoseEdgeError, match=match):
+            est(bad, boxes)
+    with pytest.raises(PoseEdgeError, match="person boxes"):
+        est(image)  # a top-down model without a detector needs boxes
+    with pytest.raises(PoseEdgeError, match="2 person boxes but 3 box scores"):
+        est(image, boxes, np.ones(3))
+    assert est(image, np.zeros((0, 4))).keypoints.shape == (0, NUM_KEYPOINTS, 3)
+    # Garbage people from an upstream detector are dropped with a warning; the good ones keep their poses.
+    garbage = np.array([[np.nan, 0, 10, 10], [5, 5, 5, 50], [np.inf, 1, 2, 3], [400, 300, 500, 400]])
+    with pytest.warns(UserWarning, match="4 person box"):
+        poses = est(image, np.concatenate([boxes, garbage]), np.ones(6))
+    assert len(poses) == 2 and np.isfinite(poses.keypoints).all()
+    np.testing.assert_allclose(poses.keypoints[..., :2], est(image, boxes).keypoints[..., :2])
+    rgb = Estimator(ColourDotModel(), settings=COCO_EVAL, color="rgb")(np.ascontiguousarray(image[..., ::-1]), boxes)
+    np.testing.assert_allclose(rgb.keypoints, est(image, boxes).keypoints)
 
     class Wrong(ColourDotModel):
         def run(self, images):
@@ -218,6 +230,16 @@ def test_pipeline_rejects_bad_input(scene):
 
     with pytest.raises(PoseEdgeError, match="heatmaps"):
         TopDownPipeline(Wrong())(image, boxes)
+
+
+def test_clean_boxes_drops_garbage_and_clips():
+    boxes = np.array([[-5, -5, 50, 60], [10, 10, 10, 20], [0, 0, np.nan, 5], [310, 230, 400, 300], [320, 0, 330, 9]])
+    kept, scores, dropped = clean_boxes(boxes, np.array([0.9, 0.8, 0.7, 0.6, 0.5]), (240, 320, 3))
+    np.testing.assert_allclose(kept, [[0, 0, 50, 60], [310, 230, 320, 240]])
+    np.testing.assert_allclose(scores, [0.9, 0.6])
+    assert dropped == 3
+    with pytest.raises(PoseEdgeError, match=r"\[P, 4\]"):
+        clean_boxes(np.zeros((2, 3)), None, (240, 320, 3))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -267,7 +289,7 @@ def test_rescore_averages_confident_keypoints():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Box sources
+# The evaluation's box sources
 
 
 def test_detection_boxes_file(tmp_path):
@@ -278,12 +300,12 @@ def test_detection_boxes_file(tmp_path):
         {"image_id": 1, "category_id": 1, "bbox": [300, 10, 50, 100], "score": 0.5},  # clipped to the image
         {"image_id": 2, "category_id": 1, "bbox": [1, 1, 0, 10], "score": 0.5},  # empty
     ]))
-    source = source_for(str(path))
-    image = np.zeros((240, 320, 3), np.uint8)
-    boxes, scores = source.boxes_for(1, image)
-    np.testing.assert_allclose(boxes, [[10, 10, 50, 100], [300, 10, 20, 100]])
+    source = box_source(str(path), None)
+    boxes, scores = source.boxes_for(1)
+    np.testing.assert_allclose(boxes, [[10, 10, 60, 110], [300, 10, 350, 110]])  # xyxy, clipped by the pipeline
     np.testing.assert_allclose(scores, [0.9, 0.5])
-    assert len(source.boxes_for(2, image)[0]) == 0 and len(source.boxes_for(99, image)[0]) == 0
+    assert len(source.boxes_for(99)[0]) == 0
+    assert clean_boxes(*source.boxes_for(2), (240, 320, 3))[2] == 1  # the empty box is dropped there
     path.write_text('[{"image_id": 1, "bbox": [1, 2]')
     with pytest.raises(DataError, match="dets.json"):
         DetectionBoxes(path)
@@ -291,4 +313,4 @@ def test_detection_boxes_file(tmp_path):
     with pytest.raises(DataError, match="malformed"):
         DetectionBoxes(path)
     with pytest.raises(PoseEdgeError, match="gt"):
-        source_for("boxes.txt")
+        box_source("boxes.txt", None)

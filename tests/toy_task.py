@@ -19,7 +19,8 @@ from torch import nn
 
 from pose_edge.model_meta import InputSpec, ModelMeta
 from pose_edge.models.preset import Preset
-from pose_edge.train.engine import TrainConfig, TrainTask, fit, sample_rng, seed_everything
+from pose_edge.data.sampling import sample_rng
+from pose_edge.train.engine import TrainConfig, TrainTask, fit, seed_everything
 from pose_edge.train.optim import OptimizerSpec, ScheduleSpec
 
 

@@ -12,7 +12,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 
 from pose_edge.errors import DataError
 from pose_edge.fsutil import atomic_write_json
@@ -20,22 +19,6 @@ from pose_edge.keypoints import NUM_KEYPOINTS
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 PERSON_CATEGORY_ID = 1
-
-
-def results_from_arrays(image_ids, keypoints, scores) -> list[dict]:
-    """COCO keypoint results from arrays: image_ids [P], keypoints [P, K, 3] (x, y, confidence), scores [P]."""
-    image_ids = np.asarray(image_ids).reshape(-1)
-    if not len(image_ids):
-        return []
-    keypoints = np.asarray(keypoints, dtype=np.float64).reshape(len(image_ids), -1)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if keypoints.shape[1] != 3 * NUM_KEYPOINTS or len(scores) != len(image_ids):
-        raise ValueError(f"expected keypoints [P, {NUM_KEYPOINTS}, 3] and scores [P] for P={len(image_ids)} images")
-    return [
-        {"image_id": int(i), "category_id": PERSON_CATEGORY_ID, "keypoints": [round(float(v), 3) for v in k],
-         "score": round(float(s), 6)}
-        for i, k, s in zip(image_ids, keypoints, scores)
-    ]
 
 
 def write_results(path: str | Path, results: list[dict]) -> None:
@@ -113,14 +96,6 @@ def format_stats(stats: dict[str, float]) -> str:
 
 
 BOX_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR", "ARs", "ARm", "ARl")
-
-
-def box_results_from_arrays(image_ids, boxes, scores) -> list[dict]:
-    """COCO person-box results: image_ids [P], boxes [P, 4] (x, y, w, h) image pixels, scores [P]."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return [{"image_id": int(i), "category_id": PERSON_CATEGORY_ID, "bbox": [round(float(v), 2) for v in b],
-             "score": round(float(s), 6)} for i, b, s in zip(np.asarray(image_ids).reshape(-1), boxes,
-                                                              np.asarray(scores).reshape(-1))]
 
 
 def evaluate_boxes(gt, results: list[dict]) -> dict[str, float]:

@@ -20,10 +20,10 @@ import torchvision
 from torch import nn
 
 from pose_edge.errors import ArtifactError, PoseEdgeError
+from pose_edge.heatmap_codec import dark_kernel_for_sigma
 from pose_edge.keypoints import NAMES, NUM_KEYPOINTS
 from pose_edge.model_meta import InputSpec, ModelMeta
 from pose_edge.models.preset import Preset
-from pose_edge.runtime.heatmap_decode import dark_kernel_for_sigma
 
 DEPTHS = (18, 34, 50, 101, 152)
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255

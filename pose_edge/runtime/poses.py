@@ -53,8 +53,9 @@ class Poses:
         """COCO keypoint results (category 1, the person score as the result's score); none for a detector."""
         if self.num_keypoints == 0:
             return []
-        return [{"image_id": int(image_id), "category_id": 1, "keypoints": [round(float(v), 3) for v in kp.reshape(-1)],
-                 "score": round(float(s), 6)} for kp, s in zip(self.keypoints, self.scores)]
+        from pose_edge.runtime.writers import coco_results
+
+        return coco_results(image_id, self.keypoints, self.scores)
 
     def to_coco_boxes(self, image_id: int) -> list[dict]:
         """COCO detection results of the person boxes (x, y, w, h)."""
@@ -62,19 +63,13 @@ class Poses:
                  "score": round(float(s), 6)} for box, s in zip(self.boxes_xywh(), self.scores)]
 
     def to_dict(self) -> dict:
-        """Plain JSON-ready values: {"poses": [{"score", "box", "keypoints": {name: [x, y, conf]}, "track_id"}]}."""
-        names = NAMES if self.num_keypoints == len(NAMES) else [str(k) for k in range(self.num_keypoints)]
-        people = []
-        for i in range(len(self)):
-            person = {"score": round(float(self.scores[i]), 4),
-                      "box": [round(float(v), 1) for v in self.boxes[i]]}
-            if self.num_keypoints:
-                person["keypoints"] = {n: [round(float(x), 1), round(float(y), 1), round(float(c), 3)]
-                                       for n, (x, y, c) in zip(names, self.keypoints[i])}
-            if self.track_ids is not None:
-                person["track_id"] = int(self.track_ids[i])
-            people.append(person)
-        return {"poses": people}
+        """Plain JSON-ready values: {"keypoint_names": [...], "poses": [{"keypoints": [[x, y, conf] * K],
+        "box": [x1, y1, x2, y2], "score", "track_id"}]} (what `pose-edge predict --json` writes per frame)."""
+        from pose_edge.runtime.writers import pose_records
+
+        names = list(NAMES) if self.num_keypoints == len(NAMES) else []
+        return {"keypoint_names": names,
+                "poses": pose_records(self.keypoints, self.boxes, self.scores, self.track_ids)}
 
     def draw(self, frame: np.ndarray, keypoint_threshold: float = 0.3) -> np.ndarray:
         """A copy of `frame` (uint8 BGR [H, W, 3]) with these poses drawn on it."""

@@ -1,6 +1,6 @@
 """A pipelined runner: capture, inference and rendering overlap in threads joined by bounded queues.
 
-    source ──► [capture] ──► infer(image) ──► render(frame, result) ──► the caller, in frame order
+    source ──► [capture] ──► infer(frame) ──► render(frame, result) ──► the caller, in frame order
                live: the source's own capture thread and its buffer of one (the freshest frame wins)
                file: a reader thread that decodes ahead into a bounded queue (nothing dropped)
 
@@ -109,14 +109,15 @@ class StreamRunner:
     """Runs `infer` (and `render`) over a source with the stages overlapped.
 
     source:     anything open_source() takes, or a Source; the runner closes it when the run ends.
-    infer:      image uint8 [H, W, 3] BGR -> result (e.g. pose_edge's Poses); called from one thread, in order.
+    infer:      Frame (image uint8 [H, W, 3] BGR, capture timestamp, ...) -> result, e.g. an Estimator's
+                poses; called from one thread, in order.
     render:     (frame, result) -> None, e.g. draw and write; called from one thread, in order. Optional.
     queue_size: frames a file source decodes ahead, and results waiting for render and for the caller.
 
     Iterate for (Frame, result) pairs in frame order, or call run(). One run per runner.
     """
 
-    def __init__(self, source, infer: Callable[[np.ndarray], Any],
+    def __init__(self, source, infer: Callable[[Frame], Any],
                  render: Callable[[Frame, Any], None] | None = None, *, queue_size: int = 2):
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
@@ -197,7 +198,7 @@ class StreamRunner:
                 if frame is None:
                     break
                 t1 = time.monotonic()
-                result = self._infer(frame.image)
+                result = self._infer(frame)
                 t2 = time.monotonic()
                 self.stats.capture_wait.add(t1 - t0)
                 self.stats.inference.add(t2 - t1)

@@ -53,7 +53,8 @@ def _finite(value: float, digits: int):
 def pose_records(keypoints, boxes, scores, track_ids=None) -> list[dict]:
     """Poses as plain JSON-ready dicts, one per person: keypoints [[x, y, confidence] * 17], box [x1, y1, x2, y2],
     score, track_id (None untracked). Coordinates in frame pixels, rounded to 0.01; non-finite values become None."""
-    keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    keypoints = keypoints.reshape(-1, keypoints.shape[-2] if keypoints.ndim == 3 else NUM_KEYPOINTS, 3)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if not len(keypoints) == len(boxes) == len(scores) or (track_ids is not None and len(track_ids) != len(scores)):
