@@ -133,9 +133,3 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: set[str] | frozenset = fr
     del g.initializer[:]
     g.initializer.extend(kept)
     return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-
-
-def float_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes that compute on float tensors (the candidates for FP16 or INT8)."""
-    types = _tensor_types(model)
-    return [n.name for n in model.graph.node if any(types.get(o) == FLOAT for o in n.output)]

@@ -11,7 +11,7 @@
 With a TensorRT backend: `CudaDevice(stream=int(backend.stream))` shares its stream (and primary context), and
 `backend.run_device(images)` leaves the outputs on the GPU as (pointer, shape, dtype) for these methods.
 
-Torch-free; cuda-python is imported only when a decoder is built. `gpu_decode_status()` says whether they can run.
+Torch-free; cuda-python is imported only when a decoder is built.
 Both take an optional `device` (a pose_edge.kernels.cuda_device.CudaDevice, e.g. one sharing the engine's stream);
 by default each builds its own. Pass `pose_edge.kernels.emulator.EmulatedDevice()` to run the same kernels on the
 CPU (slow; for tests and debugging).
@@ -23,22 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
-from pose_edge.runtime.gpu import gpu_status
 from pose_edge.runtime.heatmap_decode import DEFAULT_DARK_KERNEL
 from pose_edge.runtime.poses import Poses
 from pose_edge.runtime.settings import COCO_THRESHOLDS, Thresholds
-
-
-def gpu_decode_status() -> tuple[bool, str]:
-    """(True, how the kernels will load) or (False, why the GPU decoders cannot run here)."""
-    ok, why = gpu_status()
-    if not ok:
-        return False, why
-    try:
-        import cuda.bindings.driver  # noqa: F401
-    except ImportError:
-        return False, "cuda-python is not installed (pip install 'pose-edge[trt]')"
-    return True, why
 
 
 def _default_device(device):

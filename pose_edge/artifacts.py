@@ -33,19 +33,3 @@ def open_artifact(artifact: str | Path, device: str | None = None):
     from pose_edge.models.torch_backend import TorchBackend
 
     return TorchBackend.from_checkpoint(artifact, device or "cpu")
-
-
-def artifact_meta(artifact: str | Path):
-    """The ModelMeta of `artifact` without running anything (no session, no GPU)."""
-    kind = artifact_kind(artifact)
-    if kind == "engine":
-        from pose_edge.runtime.engine_sidecar import EngineSidecar
-
-        return EngineSidecar.read(artifact).graph_info.meta
-    if kind == "onnx":
-        from pose_edge.runtime.ort_backend import OrtBackend
-
-        return OrtBackend(artifact, providers=("CPUExecutionProvider",)).meta
-    from pose_edge.models.checkpoint import load_checkpoint, meta_of, resolve_checkpoint
-
-    return meta_of(load_checkpoint(resolve_checkpoint(artifact)))

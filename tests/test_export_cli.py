@@ -30,7 +30,7 @@ def run_dir(tmp_path_factory):
 def test_export_onnx_fp16_default_path_and_artifact_opener(run_dir):
     from pose_edge.export.onnx_export import sample_images
 
-    from pose_edge.artifacts import artifact_meta, open_artifact
+    from pose_edge.artifacts import open_artifact
 
     result = CliRunner().invoke(main, ["export", str(run_dir), "--precision", "fp16", "--json"])
     assert result.exit_code == 0, result.output
@@ -40,7 +40,7 @@ def test_export_onnx_fp16_default_path_and_artifact_opener(run_dir):
     assert report["graph"]["precision"] == "fp16" and report["graph"]["outputs"][0]["dtype"] == "float16"
     assert set(report["graph"]["details"]["distortion"]) >= {"cost", "shift_px", "conf_change"}
     backend = open_artifact(path)
-    assert backend.meta.preset == "sb-r18-128x96" and artifact_meta(run_dir) == backend.meta
+    assert backend.meta.preset == "sb-r18-128x96" and open_artifact(run_dir).meta == backend.meta
     (heatmaps,) = backend.run(sample_images(backend.meta, 2))
     assert heatmaps.shape == (2, 17, 32, 24) and heatmaps.dtype.name == "float32"
 
@@ -59,9 +59,9 @@ def test_export_int8_trt_with_val_table(run_dir, synth_data, tmp_path):
     lines = result.output.splitlines()
     assert any(line.startswith("precision") and "dAP(pts)" in line for line in lines)
     assert [line.split()[0] for line in lines[-3:]] == ["fp32", "fp16", "int8"]
-    from pose_edge.artifacts import artifact_meta
+    from pose_edge.runtime.engine_sidecar import EngineSidecar
 
-    assert artifact_meta(out).preset == "sb-r18-128x96"
+    assert EngineSidecar.read(out).graph_info.meta.preset == "sb-r18-128x96"  # readable without a GPU
 
 
 def test_failed_exports_say_why_in_one_line_and_write_nothing(run_dir, tmp_path):

@@ -56,11 +56,11 @@ def test_person_without_keypoints_and_detector_labels():
     assert kps.shape == (2, 0, 3) and kp_objects.shape == (0, 3)
 
 
-# ------------------------------------------------------------------ training samples (pose_edge.data.kapao_dataset)
+# ------------------------------------------------------------------ training samples (pose_edge.data.kapao_samples)
 
 
 def test_flip_swaps_left_and_right_and_twice_is_identity():
-    from pose_edge.data.kapao_dataset import People, flip_people
+    from pose_edge.data.kapao_samples import People, flip_people
 
     rng = np.random.default_rng(2)
     boxes, keypoints = people(rng, p=2)
@@ -79,7 +79,7 @@ def test_flip_swaps_left_and_right_and_twice_is_identity():
 
 def test_unaugmented_sample_is_the_letterboxed_ground_truth(synth_data):
     from pose_edge.data.coco import CocoKeypoints
-    from pose_edge.data.kapao_dataset import KapaoDataset
+    from pose_edge.data.kapao_samples import KapaoDataset
 
     data = CocoKeypoints(synth_data, "val")
     dataset = KapaoDataset(data, (256, 256), "none")
@@ -100,7 +100,7 @@ def test_unaugmented_sample_is_the_letterboxed_ground_truth(synth_data):
 @pytest.mark.parametrize("policy", ["light", "kapao"])
 def test_augmented_samples_keep_objects_consistent(synth_data, policy):
     from pose_edge.data.coco import CocoKeypoints
-    from pose_edge.data.kapao_dataset import KapaoDataset
+    from pose_edge.data.kapao_samples import KapaoDataset
 
     dataset = KapaoDataset(CocoKeypoints(synth_data, "train"), (256, 256), policy, seed=3)
     dataset.set_epoch(1)
@@ -129,7 +129,7 @@ def test_augmented_samples_keep_objects_consistent(synth_data, policy):
 
 
 def test_unknown_augmentation_policy_is_refused():
-    from pose_edge.data.kapao_dataset import augment_policy
+    from pose_edge.data.kapao_samples import augment_policy
     from pose_edge.errors import PoseEdgeError
 
     with pytest.raises(PoseEdgeError, match="unknown augmentation policy"):

@@ -141,7 +141,7 @@ def test_memorises_a_few_images_end_to_end(synth_data):
     """Labels -> loss -> network -> decode -> NMS -> fusion -> pycocotools, checked as one chain: after a few hundred
     steps on 12 training images, the model's poses on those same images score a high AP. (A memorisation check of
     the chain, not an accuracy claim: the accuracy test above scores unseen images.)"""
-    from pose_edge.data.kapao_dataset import KapaoDataset, collate
+    from pose_edge.data.kapao_samples import KapaoDataset, collate
     from pose_edge.models.torch_backend import prepare_images
     from pose_edge.train.kapao_loss import build_loss
 

@@ -110,14 +110,12 @@ def test_loader_takes_only_a_fatbin_built_from_these_sources(tmp_path, monkeypat
 @pytest.mark.skipif(gpu_status()[0], reason="checks the message on a machine without a GPU")
 def test_gpu_device_says_clearly_that_there_is_no_gpu():
     from pose_edge.kernels.cuda_device import CudaDevice
-    from pose_edge.kernels.stages import GpuHeatmapDecoder, gpu_decode_status
+    from pose_edge.kernels.stages import GpuHeatmapDecoder
 
     with pytest.raises(PoseEdgeError, match="NVIDIA GPU"):
         CudaDevice()
     with pytest.raises(PoseEdgeError, match="NVIDIA GPU"):
         GpuHeatmapDecoder()
-    ok, why = gpu_decode_status()
-    assert not ok and why
 
 
 def test_runtime_glue_runs_the_kernels_on_any_device():

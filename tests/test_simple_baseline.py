@@ -156,7 +156,7 @@ def train_split(synth_data):
 
 
 def test_training_crops_are_deterministic_per_seed_epoch_and_index(train_split):
-    from pose_edge.data.topdown import TopDownDataset
+    from pose_edge.data.topdown_samples import TopDownDataset
 
     ds = TopDownDataset(train_split, (128, 96), 1.0, "sb", seed=0)
     assert len(ds) > 0
@@ -172,7 +172,7 @@ def test_training_crops_are_deterministic_per_seed_epoch_and_index(train_split):
 
 
 def test_training_flip_mirrors_the_crop_and_swaps_left_and_right(train_split):
-    from pose_edge.data.topdown import TopDownAugment, TopDownDataset
+    from pose_edge.data.topdown_samples import TopDownAugment, TopDownDataset
 
     plain = TopDownDataset(train_split, (128, 96), 1.0, "none")
     flipped = TopDownDataset(train_split, (128, 96), 1.0, "none")

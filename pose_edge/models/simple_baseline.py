@@ -7,7 +7,7 @@ N(0, 0.001), final bias 0, BN weight 1 and bias 0; the backbone from ImageNet we
 (`load_backbone_weights`), torchvision's default initialisation otherwise.
 
 forward(x: float32 [N, 3, H, W], RGB, (pixel - ImageNet mean) / std) -> heatmaps float32 [N, K, H/4, W/4].
-Heatmap pixel (i, j) covers input pixels 4j..4j+3 (columns), 4i..4i+3 (rows); pose_edge.data.topdown documents the
+Heatmap pixel (i, j) covers input pixels 4j..4j+3 (columns), 4i..4i+3 (rows); pose_edge.data.topdown_samples documents the
 coordinate convention of the targets.
 """
 
@@ -118,7 +118,7 @@ def _depth_of(model: SimpleBaseline) -> int:
 
 # -------------------------------------------------------------------------------------------------------- presets
 # train_args: the recipe. sigma: target Gaussian sigma in heatmap pixels (2 at 64x48, scaled with the heatmap size).
-# augment: a policy name of pose_edge.data.topdown.AUGMENT_POLICIES.
+# augment: a policy name of pose_edge.data.topdown_samples.AUGMENT_POLICIES.
 
 PAPER_RECIPE = {"optimizer": "adam", "lr": 1e-3, "schedule": "multistep", "milestones": (90, 120), "gamma": 0.1,
                 "epochs": 140, "batch": 128, "augment": "sb", "amp": True}

@@ -121,10 +121,6 @@ def wrap_model(model: nn.Module, dist: Dist) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 class CpuSyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are taken over the whole global batch through the process group.
 

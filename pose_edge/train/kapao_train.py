@@ -58,7 +58,7 @@ def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, eval_max_ima
                **_unused):
     """Model, augmented training samples of the train split, the KAPAO loss, and an evaluation on the val split."""
     from pose_edge.data.coco import CocoKeypoints
-    from pose_edge.data.kapao_dataset import KapaoDataset, collate
+    from pose_edge.data.kapao_samples import KapaoDataset, collate
     from pose_edge.evaluate.split import evaluate_split
     from pose_edge.models.kapao import build_model, model_meta
     from pose_edge.models.torch_backend import TorchBackend, prepare_images

@@ -1,23 +1,28 @@
 """`pose-edge train`: one function from a preset name and a data folder to a finished run folder.
 
 Works in one process (CPU or one GPU) and under `torchrun --nproc_per_node N -m pose_edge.cli train ...` (DDP). The
-family's training module (FAMILY_TRAINERS) supplies build_config and build_task; pose_edge.train.engine.fit does the
+family's training module (trainer_for) supplies build_config and build_task; pose_edge.train.engine.fit does the
 rest. A run folder holds last.pt, best.pt, metrics.csv, metrics.png, meta.json and args.json.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 from pathlib import Path
 
 from pose_edge.errors import PoseEdgeError
 
-FAMILY_TRAINERS = {
-    "simple_baseline": "pose_edge.train.sb_train",
-    "kapao": "pose_edge.train.kapao_train",
-    "person_detector": "pose_edge.train.kapao_train",
-}
+def trainer_for(family: str):
+    """The training module of a model family (its build_config and build_task), imported when needed."""
+    if family == "simple_baseline":
+        from pose_edge.train import sb_train
+
+        return sb_train
+    if family in ("kapao", "person_detector"):
+        from pose_edge.train import kapao_train
+
+        return kapao_train
+    raise PoseEdgeError(f"no trainer for the {family} family")
 
 
 def default_run_dir(preset_name: str) -> Path:
@@ -45,8 +50,7 @@ def train(preset_name: str, data_dir: str | Path, *, out: str | Path | None = No
     from pose_edge.train.engine import fit, seed_everything
 
     preset = get_preset(preset_name)
-    if preset.family not in FAMILY_TRAINERS:
-        raise PoseEdgeError(f"no trainer for the {preset.family} family")
+    module = trainer_for(preset.family)
     dist = D.setup(device)
     try:
         if resume is not None:
@@ -60,7 +64,6 @@ def train(preset_name: str, data_dir: str | Path, *, out: str | Path | None = No
                 raise PoseEdgeError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
                                     f"another --out")
         run_dir = D.broadcast_object(dist, run_dir)  # every rank writes nothing but agrees on the folder
-        module = importlib.import_module(FAMILY_TRAINERS[preset.family])
         config = module.build_config(preset, epochs=epochs, batch=batch, workers=workers, amp=amp, sync_bn=sync_bn,
                                      seed=seed, eval_every=eval_every)
         seed_everything(seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)

@@ -38,7 +38,7 @@ def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, backbone_wei
     """Model (with ImageNet backbone weights if asked), training crops of the train split, and an evaluation on the
     val split with ground-truth boxes (pose_edge.evaluate.split: no flip, DARK decoding, pycocotools)."""
     from pose_edge.data.coco import CocoKeypoints
-    from pose_edge.data.topdown import TopDownDataset, collate
+    from pose_edge.data.topdown_samples import TopDownDataset, collate
     from pose_edge.evaluate.split import evaluate_split
     from pose_edge.models.simple_baseline import build_model, load_backbone_weights, model_meta
     from pose_edge.models.torch_backend import TorchBackend, prepare_images
