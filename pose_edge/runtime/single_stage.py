@@ -104,6 +104,10 @@ class SingleStagePipeline:
         return self.flip or self.scales != (1.0,)
 
     def __call__(self, frames: Sequence[np.ndarray]) -> list[Poses]:
+        """Poses per frame, every value finite (non-finite ones dropped and counted: Poses.finite)."""
+        return [p.finite() for p in self._run(frames)]
+
+    def _run(self, frames: Sequence[np.ndarray]) -> list[Poses]:
         if not len(frames):
             return []
         with self.timer("preprocess"):
