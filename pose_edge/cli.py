@@ -231,7 +231,7 @@ def eval_cmd(artifact: str, data_dir: Path, split: str, boxes: str, flip: bool, 
     if artifact == "gt" or artifact.endswith(".json"):
         coco_gt = load_coco(ann_file, images_dir, strict=strict)
         results = scoring.ground_truth_as_results(coco_gt) if artifact == "gt" else scoring.read_results(artifact)
-        stats = scoring.evaluate_keypoints(coco_gt, results, strict=strict)
+        stats = scoring.evaluate_keypoints(coco_gt, results, strict=strict, source=artifact)
     else:
         from pose_edge.artifacts import open_artifact
         from pose_edge.evaluate.split import evaluate_split

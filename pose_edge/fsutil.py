@@ -110,7 +110,8 @@ def _new_file_mode(path: Path) -> int:
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary path beside `path`, for writers that open files by name (cv2.VideoWriter picks its container
-    from the suffix); on success it is fsynced and renamed over `path`, on any exception it is removed."""
+    from the suffix); on success it is fsynced and renamed over `path`, on any exception it is removed (an OSError
+    while writing, e.g. a full disk, becomes a one-line PoseEdgeError)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,9 +131,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:  # a full disk, a lost mount: one line, not a traceback
+            raise PoseEdgeError(f"cannot write {path} ({e.strerror or e}); the previous file, if any, is "
+                                "unchanged") from None
         raise
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pose_edge.data.image_header import truncated_jpeg
 from pose_edge.data.validate import validate_dataset
 from pose_edge.errors import DataError, DataWarning
 
@@ -42,12 +43,12 @@ def find_split(root: str | Path, split: str) -> tuple[Path, Path]:
                     f"`pose-edge data synth --out {root}` writes it) or {candidates[1][0]} (COCO 2017)")
 
 
-def load_coco(ann_file: str | Path, images_dir: str | Path | None = None, strict: bool = False):
+def load_coco(ann_file: str | Path, images_dir: str | Path | None = None, strict: bool = False, warn: bool = True):
     """A pycocotools COCO object for `ann_file` after the validation pass (pose_edge.data.validate), quiet
     (pycocotools prints progress). images_dir: also check every image's header (size, truncation).
 
-    Bad records are left out with a one-line DataWarning saying what and how many; with strict=True any bad record
-    is a DataError instead. The report is kept as `coco.validation`.
+    Bad records are left out with a one-line DataWarning saying what and how many (warn=False: the caller warns);
+    with strict=True any bad record is a DataError instead. The report is kept as `coco.validation`.
     """
     from pycocotools.coco import COCO
 
@@ -65,13 +66,18 @@ def load_coco(ann_file: str | Path, images_dir: str | Path | None = None, strict
         if strict:
             raise DataError(f"{report.summary()}; --strict refuses a data set with bad records "
                             f"(`pose-edge data check` lists them)")
-        warnings.warn(DataWarning(f"{report.summary()}; left out (--strict refuses them)"), stacklevel=2)
+        if warn:
+            warn_left_out(report, stacklevel=3)
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     coco.validation = report
     return coco
+
+
+def warn_left_out(report, stacklevel: int = 2) -> None:
+    warnings.warn(DataWarning(f"{report.summary()}; left out (--strict refuses them)"), stacklevel=stacklevel + 1)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -83,6 +89,8 @@ def read_image(path: str | Path) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise DataError(f"{path}: cannot read image ({e.strerror})") from None
+    if truncated_jpeg(data.tobytes()):
+        raise DataError(f"{path}: truncated JPEG (no end marker; OpenCV would fill the missing rows with grey)")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None or image.size == 0:
         raise DataError(f"{path}: not a readable image (corrupt, truncated or empty)")
@@ -98,11 +106,14 @@ class CocoKeypoints:
         self.root = Path(root)
         self.split = split
         self.ann_file, self.images_dir = find_split(root, split)
-        self.coco = load_coco(self.ann_file, self.images_dir, strict=strict)
+        self.coco = load_coco(self.ann_file, self.images_dir, strict=strict, warn=False)
         self.report = self.coco.validation
         if require_people and self.report.usable_people == 0:
+            left_out = "" if self.report.ok else f"; {self.report.summary()}"
             raise DataError(f"{self.ann_file}: no usable person to train on (a person needs a valid box and at least "
-                            f"one labelled keypoint); {self.report.summary()}")
+                            f"one labelled keypoint){left_out}")
+        if not self.report.ok:
+            warn_left_out(self.report)
         self.image_ids: list[int] = sorted(self.coco.imgs)
 
     def __len__(self) -> int:

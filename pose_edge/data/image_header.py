@@ -142,6 +142,15 @@ def _exif_orientation(tiff: bytes) -> int | None:
     return None
 
 
+def truncated_jpeg(data: bytes) -> bool:
+    """Whether in-memory JPEG bytes lack the end marker after their last scan (OpenCV would decode them with grey
+    rows); False for anything that is not a JPEG. An EXIF thumbnail's own end marker lies before the main image's
+    scan, so it does not count."""
+    if data[:2] != b"\xff\xd8":
+        return False
+    return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+
+
 def _png(f: BinaryIO) -> ImageHeader:
     _read(f, 8)
     length, kind = struct.unpack(">I4s", _read(f, 8))

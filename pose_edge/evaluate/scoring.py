@@ -58,7 +58,7 @@ def validate_results(results: list, gt_image_ids: set[int], strict: bool = False
         if not isinstance(r, dict) or not {"image_id", "keypoints", "score"} <= r.keys():
             raise DataError(f"{source}: a result needs image_id, keypoints and score: {str(r)[:80]}")
         image_id = r["image_id"]
-        if image_id in skipped_image_ids and isinstance(image_id, int):
+        if isinstance(image_id, int) and image_id in skipped_image_ids:
             on_skipped += 1
             continue
         if not isinstance(image_id, int) or isinstance(image_id, bool) or image_id not in gt_image_ids:
@@ -86,19 +86,20 @@ def validate_results(results: list, gt_image_ids: set[int], strict: bool = False
     return kept
 
 
-def evaluate_keypoints(gt, results, strict: bool = False) -> dict[str, float]:
+def evaluate_keypoints(gt, results, strict: bool = False, source: str | None = None) -> dict[str, float]:
     """COCO keypoint AP/AR of `results` against `gt`.
 
     gt: an annotation-file path or a pycocotools COCO object; results: a list of COCO result dicts or the path of a
     results JSON, checked by validate_results (strict: refuse results of another category instead of leaving them
-    out). Every image of the ground truth is evaluated; no results at all scores zero.
+    out). source: what to call the results in messages (default: the path, or "results"). Every image of the ground
+    truth is evaluated; no results at all scores zero.
     """
     from pycocotools.cocoeval import COCOeval
 
     from pose_edge.data.coco import load_coco
 
     coco_gt = load_coco(gt, strict=strict) if isinstance(gt, (str, Path)) else gt
-    source = str(results) if isinstance(results, (str, Path)) else "results"
+    source = source or (str(results) if isinstance(results, (str, Path)) else "results")
     if isinstance(results, (str, Path)):
         results = read_results(results)
     skipped = getattr(getattr(coco_gt, "validation", None), "skipped_image_ids", frozenset())
