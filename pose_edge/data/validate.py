@@ -154,12 +154,12 @@ def validate_dataset(dataset: object, ann_file: str | Path, images_dir: str | Pa
                               images_checked=images_dir is not None)
     images = _valid_images(dataset["images"], report, Path(images_dir) if images_dir is not None else None)
     sizes = {im["id"]: (im["width"], im["height"]) for im in images}
-    skipped_ids = {im.get("id") for im in dataset["images"] if isinstance(im, dict)} - sizes.keys()
-    report.skipped_image_ids = {i for i in skipped_ids if _is_int(i)}
+    skipped_ids = {im["id"] for im in dataset["images"] if isinstance(im, dict) and _is_int(im.get("id"))} - sizes.keys()
+    report.skipped_image_ids = skipped_ids
     annotations = []
     seen: set[int] = set()
     for ann in dataset["annotations"]:
-        if isinstance(ann, dict) and ann.get("image_id") in skipped_ids and _is_int(ann.get("image_id")):
+        if isinstance(ann, dict) and _is_int(ann.get("image_id")) and ann["image_id"] in skipped_ids:
             report.annotations_of_skipped_images += 1
             continue
         problem = _annotation_problem(ann, seen, sizes)
