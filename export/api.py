@@ -51,6 +51,7 @@ FP16_SAFE_RANGE = 16384.0  # a quarter of FP16's largest value: activations beyo
 class ExportResult:
     onnx: Path
     info: GraphInfo
+    onnx_written: bool = True  # False when the ONNX was the input (an engine built from it)
     engine: Path | None = None
     sidecar: object | None = None
     seconds: float = 0.0
@@ -58,7 +59,8 @@ class ExportResult:
 
     def summary(self) -> str:
         d = self.info.details
-        lines = [f"wrote {self.onnx} ({self.info.meta.preset}, {self.info.precision}, input "
+        verb = "wrote" if self.onnx_written else "from"
+        lines = [f"{verb} {self.onnx} ({self.info.meta.preset}, {self.info.precision}, input "
                  f"{self.info.input.dtype} {self.info.input.layout} BGR, outputs "
                  f"{', '.join(o.name for o in self.info.outputs)} {self.info.outputs[0].dtype})"]
         if "distortion" in d:
@@ -255,7 +257,7 @@ def export_artifact(artifact: str | Path, *, engine: str = "onnx", precision: st
             check_model(proto, f"{meta.preset} {precision}")
         save_model(proto, onnx_path)
 
-    result = ExportResult(onnx=onnx_path, info=info)
+    result = ExportResult(onnx=onnx_path, info=info, onnx_written=fp32 is not None)
     if engine == "trt":
         check_writable(engine_path, "engine")
         rebuild = " ".join(["pose-edge", "export", shlex.quote(str(artifact)), "--engine", "trt", "--precision",
