@@ -17,7 +17,6 @@ Default paths: RUN/export/<preset>-<precision>.onnx and .engine (+ .engine.json)
 from __future__ import annotations
 
 import shlex
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from pose_edge.export.onnx_export import (
 )
 
 from pose_edge.errors import PoseEdgeError
-from pose_edge.fsutil import check_writable
+from pose_edge.fsutil import check_writable, temporary_folder
 from pose_edge.model_meta import GraphInfo, ModelMeta
 from pose_edge.runtime.engine_sidecar import sidecar_path
 
@@ -302,7 +301,7 @@ def compare_precisions(fp32: onnx.ModelProto | None, exported: onnx.ModelProto, 
         graphs["int8"] = fp16_mod.convert_to_fp16(qdq, keep_fp32=set(to_fp16(fp32, images)[1]))
     table = {}
     data = CocoKeypoints(val, "val")
-    with tempfile.TemporaryDirectory(prefix="pose-edge-ap-") as tmp:
+    with temporary_folder("pose-edge-ap-") as tmp:
         for precision, graph in graphs.items():
             if precision != "fp32":
                 set_graph_info(graph, GraphInfo(**{**info.__dict__, "precision": precision}))

@@ -164,3 +164,24 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = None) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent))
+
+
+@contextlib.contextmanager
+def temporary_folder(prefix: str) -> Iterator[Path]:
+    """A scratch folder in the system's temporary directory, named `<prefix><host>.<pid>.<random>`, removed with its
+    contents on every exit path Python sees. Folders of the same prefix left by killed processes of this host (an
+    ONNX export's scratch copy can be tens of megabytes) are removed when the next one is made."""
+    import shutil
+
+    base = Path(tempfile.gettempdir())
+    stem = f"{prefix}{_host()}."
+    with contextlib.suppress(OSError):
+        for entry in base.iterdir():
+            pid_text = entry.name[len(stem):].split(".", 1)[0] if entry.name.startswith(stem) else ""
+            if pid_text.isdigit() and not _pid_alive(int(pid_text)) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{stem}{os.getpid()}.", dir=base))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -825,3 +825,23 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
         atomic_write_bytes(target, b"new")
     one_line(e, "No space left on device", str(target))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"] and target.read_bytes() == b"previous"
+
+
+def test_scratch_folders_of_killed_exports_are_removed(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import tempfile
+
+    from pose_edge.fsutil import _host, temporary_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    stale = tmp_path / f"pose-edge-export-{_host()}.{dead}.abc"
+    live = tmp_path / f"pose-edge-export-{_host()}.{os.getppid()}.def"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"x" * 1000)
+    with temporary_folder("pose-edge-export-") as scratch:
+        assert scratch.parent == tmp_path and scratch.is_dir()
+    assert not scratch.exists() and not stale.exists() and live.exists()
