@@ -21,7 +21,7 @@ from pose_edge.runtime.tracking import BoxFilter, PoseTracker, linear_assignment
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # one simulation for test and benchmark
 import bench_tracking as bench  # noqa: E402
 
-CLIP_SEED, CLIP_FRAMES = 8, 100
+CLIP_SEED, CLIP_FRAMES = 2004, 100  # 4 people, two pairs crossing
 FPS = 15.0
 
 
@@ -65,8 +65,8 @@ def test_linear_assignment_is_optimal_against_brute_force():
 def test_linear_assignment_matches_scipy_on_larger_matrices():
     scipy_optimize = pytest.importorskip("scipy.optimize")  # the dev extra brings SciPy with motmetrics
     rng = np.random.default_rng(1)
-    for _ in range(50):
-        cost = rng.uniform(0, 1, tuple(rng.integers(1, 30, 2)))
+    for _ in range(20):
+        cost = rng.uniform(0, 1, tuple(rng.integers(1, 25, 2)))
         pairs = linear_assignment(cost, max_cost=2.0)  # every pair allowed: a full matching
         r, c = scipy_optimize.linear_sum_assignment(cost)
         assert len(pairs) == min(cost.shape)
@@ -90,7 +90,8 @@ def test_tracker_beats_greedy_matching_on_a_corrupted_clip(clip):
     truth, detections = clip
     ours = bench.mot_metrics([(truth, detections, bench.run_tracker(PoseTracker(), detections))])
     greedy = bench.mot_metrics([(truth, detections, bench.run_tracker(bench.GreedyTracker(), detections))])
-    # Measured on this clip: ID switches 3 against 47, IDF1 0.80 against 0.24, MOTA 0.72 against 0.58.
+    # Measured on this clip: ID switches 3 against 42, IDF1 0.77 against 0.21, MOTA 0.69 against 0.56; over the
+    # benchmark's 20 clips: 11 against 600, 0.81 against 0.23, 0.74 against 0.57.
     assert ours["num_switches"] <= greedy["num_switches"] // 4
     assert ours["idf1"] >= greedy["idf1"] + 0.4
     assert ours["mota"] >= greedy["mota"] + 0.05
@@ -145,6 +146,7 @@ def test_ids_are_never_reused_even_after_reset():
     assert seen == [{1}, {2}, {3}, {4}]
 
 
+@pytest.mark.filterwarnings("error")  # no NaN arithmetic either: bad rows are kept out, not computed with
 def test_empty_frames_and_bad_rows():
     tracker = PoseTracker()
     empty = tracker.update(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 17, 3)), timestamp=0.0)
@@ -242,10 +244,12 @@ def test_smoothing_lowers_jitter_without_raising_the_error(clip):
     raw = bench.keypoint_jitter([(truth, detections, track_ids, [d.keypoints for d in detections])])
     smoothed = bench.keypoint_jitter([(truth, detections, track_ids,
                                        bench.run_smoother(KeypointSmoother(), detections, track_ids))])
-    # Measured on this clip: acceleration 10.9 -> 6.0 px/frame^2, error 4.5 -> 3.9 px (the benchmark: -44 %, -13 %).
+    # Measured on this clip: acceleration 13.2 -> 7.6 px/frame^2 (x 0.58), error 5.33 -> 4.71 px (x 0.88); over the
+    # benchmark's 20 clips x 0.56 and x 0.87.
     assert smoothed["acceleration_px_per_frame2"] <= 0.7 * raw["acceleration_px_per_frame2"]
-    assert smoothed["error_px"] <= raw["error_px"]
-    # Lag would show here first: heavy smoothing (0.5 Hz, no speed term) raises the error well above the raw one.
+    assert smoothed["error_px"] <= 0.95 * raw["error_px"]
+    # The error catches lag: heavy smoothing (0.5 Hz, no speed term) flattens the jitter but doubles the error
+    # (11.2 px here).
     laggy = bench.keypoint_jitter([(truth, detections, track_ids, bench.run_smoother(
         KeypointSmoother(min_cutoff=0.5, beta=0.0), detections, track_ids))])
     assert laggy["error_px"] > 1.5 * raw["error_px"]
