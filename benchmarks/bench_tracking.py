@@ -315,10 +315,14 @@ def main(argv=None) -> int:
         tune = load_clips(Path(tmp), range(TUNE_SEED, TUNE_SEED + args.tune_clips), args.frames)
 
     trackers = {}
+    frames = sum(len(dets) for _, dets in clips)
     for name, make in TRACKERS.items():
+        tick = time.perf_counter()
         ids = [run_tracker(make(), dets) for _, dets in clips]
+        ms_per_frame = (time.perf_counter() - tick) * 1e3 / frames
         per_clip = [mot_metrics([(truth, dets, i)]) for (truth, dets), i in zip(clips, ids)]
         trackers[name] = {**mot_metrics([(truth, dets, i) for (truth, dets), i in zip(clips, ids)]),
+                          "ms_per_frame": round(ms_per_frame, 3),
                           "per_clip": [{k: c[k] for k in ("idf1", "num_switches", "num_unique_objects")}
                                        for c in per_clip]}
 
@@ -334,8 +338,11 @@ def main(argv=None) -> int:
     }
     smoothing = {"none": keypoint_jitter([(t, d, i, [x.keypoints for x in d]) for t, d, i in tracked])}
     for name, params in smoothers.items():
-        smoothing[name] = keypoint_jitter([(t, d, i, run_smoother(KeypointSmoother(**params), d, i))
-                                           for t, d, i in tracked])
+        tick = time.perf_counter()
+        smoothed = [run_smoother(KeypointSmoother(**params), d, i) for _, d, i in tracked]
+        ms_per_frame = (time.perf_counter() - tick) * 1e3 / frames
+        smoothing[name] = {**keypoint_jitter([(t, d, i, k) for (t, d, i), k in zip(tracked, smoothed)]),
+                           "ms_per_frame": round(ms_per_frame, 3)}
 
     record = {
         "benchmark": "tracking",
@@ -345,7 +352,10 @@ def main(argv=None) -> int:
                     "python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(),
                     "load_average_1min": round(os.getloadavg()[0], 1)},
         "clips": {"evaluation_seeds": [0, args.clips - 1], "tuning_seeds": [TUNE_SEED, TUNE_SEED + args.tune_clips - 1],
-                  "frames": args.frames, "size": list(SIZE), "fps": FPS},
+                  "frames": args.frames, "size": list(SIZE), "fps": FPS,
+                  "people": sum(len({int(i) for gt in truth for i in gt.ids}) for truth, _ in clips),
+                  "people_per_frame": round(sum(len(gt.ids) for truth, _ in clips for gt in truth) / frames, 2),
+                  "detections_per_frame": round(sum(len(d.scores) for _, dets in clips for d in dets) / frames, 2)},
         "detector_model": asdict(DetectorModel()),
         "tracker_defaults": {k: getattr(PoseTracker(), k) for k in (
             "high_score", "low_score", "new_score", "match_iou", "low_match_iou", "tentative_iou", "max_lost",
@@ -370,15 +380,17 @@ def format_markdown(record: dict) -> str:
         f"Command: {record['command'].strip()}",
         "",
         f"Clips: seeds {c['evaluation_seeds'][0]}-{c['evaluation_seeds'][1]}, {c['frames']} frames each at "
-        f"{c['size'][0]}x{c['size'][1]}, {c['fps']} fps; detections simulated from the ground truth "
-        f"(DetectorModel in the script).",
+        f"{c['size'][0]}x{c['size'][1]}, {c['fps']} fps: {c['people']} people, {c['people_per_frame']} per frame; "
+        f"detections simulated from the ground truth (DetectorModel in the script), {c['detections_per_frame']} "
+        f"per frame. ms/frame: one core's wall time per frame, under the load above.",
         "",
-        "| tracker | MOTA | IDF1 | ID switches | false positives | misses | fragmentations |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| tracker | MOTA | IDF1 | ID switches | false positives | misses | fragmentations | ms/frame |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in record["trackers"].items():
         lines.append(f"| {name} | {r['mota']:.3f} | {r['idf1']:.3f} | {r['num_switches']} | "
-                     f"{r['num_false_positives']} | {r['num_misses']} | {r['num_fragmentations']} |")
+                     f"{r['num_false_positives']} | {r['num_misses']} | {r['num_fragmentations']} | "
+                     f"{r['ms_per_frame']:.2f} |")
     defaults = ", ".join(f"{k} {v}" for k, v in record["tracker_defaults"].items())
     lines += [
         "",
@@ -389,12 +401,14 @@ def format_markdown(record: dict) -> str:
         f"{c['tuning_seeds'][0]}-{c['tuning_seeds'][1]}, least error against the truth). Acceleration "
         f"|x[t+1] - 2 x[t] + x[t-1]| and error against the true keypoints, over tracked detections of real people.",
         "",
-        "| keypoints | acceleration px/frame^2, mean (truth's own) | median | error px | error p95 px |",
-        "| --- | --- | --- | --- | --- |",
+        "| keypoints | acceleration px/frame^2, mean (truth's own) | median | error px | error p95 px | ms/frame |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in record["smoothing"].items():
+        ms = f"{r['ms_per_frame']:.2f}" if "ms_per_frame" in r else "-"
         lines.append(f"| {name} | {r['acceleration_px_per_frame2']:.2f} ({r['true_acceleration_px_per_frame2']:.2f}) "
-                     f"| {r['acceleration_median_px_per_frame2']:.2f} | {r['error_px']:.2f} | {r['error_p95_px']:.2f} |")
+                     f"| {r['acceleration_median_px_per_frame2']:.2f} | {r['error_px']:.2f} | {r['error_p95_px']:.2f} | "
+                     f"{ms} |")
     return "\n".join(lines) + "\n"
 
 
