@@ -4,9 +4,10 @@
     python benchmarks/bench_tracking.py [--clips 20] [--tune-clips 20] [--frames 150] [--out benchmarks/results]
 
 Clips: what `pose-edge data synth --out DIR --train 0 --val 0 --video FRAMES --size 320x240 --seed S` writes
-(write_dataset, the function behind that command): seeds 0 .. clips-1 for the figures, seeds 1000 .. for choosing
-the One Euro parameters, so the figures are not measured on the clips that chose them. 1 to 4 people per clip walk
-across (crossing each other) or wave in place, at 15 fps.
+(write_dataset, the function behind that command): seeds 0 .. clips-1 for the figures; seeds 1000 .. 1019 chose the
+One Euro parameters (the grid below) and, while the tracker was written, its Kalman noise and oks_weight, so the
+figures are not measured on the clips that chose them. 1 to 4 people per clip walk across (crossing each other) or
+wave in place, at 15 fps.
 Detections: the demo's small models are too weak to give meaningful detections, so each frame's detections are the
 ground truth corrupted with a seeded detector model (simulate_detections): box and keypoint noise (white plus a slow
 drift, and outliers), scores that fall with occlusion, random misses, dropouts of 2-10 frames, people with fewer than
@@ -407,8 +408,8 @@ def format_markdown(record: dict) -> str:
     for name, r in record["smoothing"].items():
         ms = f"{r['ms_per_frame']:.2f}" if "ms_per_frame" in r else "-"
         lines.append(f"| {name} | {r['acceleration_px_per_frame2']:.2f} ({r['true_acceleration_px_per_frame2']:.2f}) "
-                     f"| {r['acceleration_median_px_per_frame2']:.2f} | {r['error_px']:.2f} | {r['error_p95_px']:.2f} | "
-                     f"{ms} |")
+                     f"| {r['acceleration_median_px_per_frame2']:.2f} | {r['error_px']:.2f} | "
+                     f"{r['error_p95_px']:.2f} | {ms} |")
     return "\n".join(lines) + "\n"
 
 

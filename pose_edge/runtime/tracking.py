@@ -17,9 +17,10 @@ One update, per frame:
 
 Optimal assignment. ByteTrack solves each association with lap.lapjv (extend_cost, cost_limit). Here it is a small
 Hungarian solver of our own (linear_assignment): a frame holds a few people, so the O(n^3) shortest-augmenting-path
-method with NumPy rows costs microseconds, and the runtime keeps its base install (numpy, opencv, onnxruntime, click)
-instead of adding SciPy (about 40 MB, for linear_sum_assignment) or lap (a compiled extension to build or find wheels
-for on every robot's platform). tests/test_tracking.py checks it against brute force and against SciPy.
+method with NumPy rows is fast enough (0.3 ms for 4 x 4, 3 ms for 20 x 20 on a loaded 2-core VM), and the runtime
+keeps its base install (numpy, opencv, onnxruntime, click) instead of adding SciPy (about 140 MB installed, for
+linear_sum_assignment) or lap (a compiled extension to build or find wheels for on every robot's platform). Crowds of
+a hundred people would want lap. tests/test_tracking.py checks the solver against brute force and against SciPy.
 
 Units: boxes and keypoints in frame pixels (any consistent units work: the filter's noise scales with box height),
 timestamps in seconds. Without timestamps, frames are taken to be 1 / frame_rate seconds apart.
