@@ -99,11 +99,12 @@ def test_tracker_beats_greedy_matching_on_a_corrupted_clip(clip):
 
 def test_id_persists_through_a_short_occlusion_and_not_a_long_one():
     tracker = PoseTracker(max_lost=1.0)
-    frames = [([_walker(10, 3, t)], [0.9]) if not 10 <= t < 16 else (np.zeros((0, 4)), []) for t in range(30)]
+    frames = [([_walker(10, 6, t)], [0.9]) if not 10 <= t < 16 else (np.zeros((0, 4)), []) for t in range(30)]
     ids = _track(tracker, frames)
     assert ids[0][0] == -1 and ids[1][0] == 1  # tentative on its first frame, confirmed on the second
-    assert all(i[0] == 1 for i in ids[1:10] + ids[16:])  # 6 frames (0.4 s) hidden, moved 18 px: same id
-    later = _track(tracker, [([_walker(10, 3, 30 + t)], [0.9]) if t >= 20 else (np.zeros((0, 4)), [])
+    # Hidden 6 frames (0.4 s), back 42 px further on, more than its width: the motion model finds them, same id.
+    assert all(i[0] == 1 for i in ids[1:10] + ids[16:])
+    later = _track(tracker, [([_walker(10, 6, 30 + t)], [0.9]) if t >= 20 else (np.zeros((0, 4)), [])
                              for t in range(25)], start=30)
     # Hidden 20 frames (1.33 s > max_lost): a new tentative track, then a new id.
     assert later[20][0] == -1 and later[21][0] == 2
