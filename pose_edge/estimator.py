@@ -126,6 +126,8 @@ class Estimator:
     def predict_batch(self, frames, boxes=None, box_scores=None, timestamp: float | None = None) -> list[Poses]:
         """Several frames at once: single-stage models and detectors run them as one backend batch."""
         frames = [self._to_bgr(check_frame(f)) for f in frames]
+        if self.tracker is not None and len(frames) > 1:
+            raise PoseEdgeError("tracking follows one stream frame by frame: call the estimator once per frame")
         self.timer.start_frame()
         if self.paradigm != "top_down":
             if boxes is not None:

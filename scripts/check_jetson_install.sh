@@ -17,6 +17,8 @@ PY310=${PY310:-python3.10}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+[ -z "$MODEL" ] || MODEL=$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")
+cd /  # never import the checkout's source tree by accident: the environments under test must use their installs
 REPORT=$OUT/report.md
 PLATFORMS=(--platform manylinux_2_35_aarch64 --platform manylinux_2_34_aarch64 --platform manylinux_2_28_aarch64
            --platform manylinux_2_27_aarch64 --platform manylinux_2_24_aarch64 --platform manylinux_2_17_aarch64
@@ -32,11 +34,37 @@ $PY310 -m venv "$OUT/build-env"
 "$OUT/build-env/bin/pip" install -q --upgrade "pip>=23" "setuptools>=68" wheel
 "$OUT/build-env/bin/pip" wheel -q --no-deps --no-build-isolation -w "$OUT/wheel" "$ROOT"
 WHEEL=$(ls "$OUT"/wheel/pose_edge-*.whl)
+# pip evaluates environment markers against the machine it runs on, not --platform: evaluate pose-edge's own markers
+# for a Jetson here, then let pip resolve those requirements (and theirs) to aarch64 / CPython 3.10 wheels.
+"$OUT/build-env/bin/pip" install -q packaging
+"$OUT/build-env/bin/python" - "$WHEEL" > "$OUT/jetson-requirements.txt" <<'PY'
+import email
+import sys
+import zipfile
+
+from packaging.requirements import Requirement
+
+JETSON = {"platform_machine": "aarch64", "platform_system": "Linux", "sys_platform": "linux", "os_name": "posix",
+          "python_version": "3.10", "python_full_version": "3.10.12", "implementation_name": "cpython",
+          "platform_python_implementation": "CPython", "platform_release": "5.15.148-tegra"}
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    metadata = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+    message = email.message_from_bytes(wheel.read(metadata))
+for line in message.get_all("Requires-Dist") or []:
+    req = Requirement(line)
+    if req.marker is None or any(req.marker.evaluate({**JETSON, "extra": extra}) for extra in ("", "jetson")):
+        req.marker = None
+        print(req)
+PY
 "$OUT/build-env/bin/pip" download -q --dest "$OUT/aarch64" --only-binary=:all: --python-version 3.10 \
-    --implementation cp "${PLATFORMS[@]}" "$WHEEL[jetson]"
+    --implementation cp "${PLATFORMS[@]}" -r "$OUT/jetson-requirements.txt"
 {
     echo
-    echo "## 1. \`pip download pose-edge[jetson]\` for manylinux aarch64, CPython 3.10: resolved"
+    echo "## 1. pose-edge's requirements on a Jetson (base install + [jetson]), markers evaluated for aarch64 Linux"
+    echo
+    sed 's/^/- /' "$OUT/jetson-requirements.txt"
+    echo
+    echo "resolved by \`pip download --only-binary=:all:\` for manylinux aarch64, CPython 3.10 to:"
     echo
     for w in "$OUT"/aarch64/*.whl; do echo "- $(basename "$w")"; done
 } >> "$REPORT"
