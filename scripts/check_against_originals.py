@@ -95,13 +95,17 @@ def random_boxes(rng, n: int):
     return np.stack([rng.uniform(0, 400, n), rng.uniform(0, 300, n), w, h], 1)
 
 
-def box_to_center_scale(box, aspect: float):
+def box_to_center_scale(box, aspect: float, kind: str):
     """The original's box -> (centre, scale) rule (lib/dataset/coco.py, _xywh2cs), in its units: the centre of the
-    box; the shorter side grown to the input's aspect ratio (w / h); then both sides / 200 (pixel_std) x 1.25."""
+    box (Simple Baselines: x + w/2; DarkPose: x + (w - 1)/2); the shorter side grown to the input's aspect ratio
+    (w / h); then both sides / 200 (pixel_std) x 1.25."""
     import numpy as np
 
     x, y, w, h = box
-    center = np.array([x + w * 0.5, y + h * 0.5], np.float32)
+    if kind == "simple_baselines":
+        center = np.array([x + w * 0.5, y + h * 0.5], np.float32)
+    else:
+        center = np.array([x + (w - 1) * 0.5, y + (h - 1) * 0.5], np.float32)
     if w > aspect * h:
         h = w / aspect
     elif w < aspect * h:
@@ -225,7 +229,7 @@ def check_heatmap_models(kind: str, checkout: Path, quick: bool) -> list:
                     with torch.no_grad():
                         diff = (ours(x) - expected).abs().max().item()
                     check(results, f"{name}: raw heatmaps, {layout} -> {preset}", diff, 0.0,
-                          f"(max |ours - original|, FP32, input {h_in}x{w_in}, batch 2)")
+                          f"(largest abs(ours - original), FP32, input {h_in}x{w_in}, batch 2)")
 
                 # The original's input: cv2's BGR image, ToTensor, Normalize with ImageNet's RGB statistics.
                 image = rng.integers(0, 256, (1, h_in, w_in, 3), dtype=np.uint8)
@@ -242,7 +246,7 @@ def check_heatmap_models(kind: str, checkout: Path, quick: bool) -> list:
         sigma = float(extra.SIGMA)
         heatmaps = gaussian_heatmaps(rng, 16, 17, h_hm, w_hm, sigma)
         boxes = random_boxes(rng, 16)
-        cs = [box_to_center_scale(b, w_in / h_in) for b in boxes]
+        cs = [box_to_center_scale(b, w_in / h_in, kind) for b in boxes]
         center, scale = np.stack([c for c, _ in cs]), np.stack([s for _, s in cs])
         if kind == "simple_baselines":
             refine, kernel = "quarter", None
@@ -252,11 +256,22 @@ def check_heatmap_models(kind: str, checkout: Path, quick: bool) -> list:
         their_affine = np.stack([get_affine_transform(c, s, 0, [w_hm, h_hm], inv=1) for c, s in zip(center, scale)])
         ours = decode_heatmaps(heatmaps, their_affine, refine=refine, dark_kernel=kernel or 11)[..., :2]
         label = f"{refine}" + (f", blur kernel {kernel}" if kernel else "")
+        if kernel:
+            import cv2
+
+            from pose_edge.runtime.heatmap_decode import dark_blur_weights
+
+            check(results, f"{name}: pose-edge's DARK blur weights vs OpenCV's getGaussianKernel({kernel}, 0), "
+                           f"which the original's cv2.GaussianBlur uses", float(np.abs(
+                               dark_blur_weights(kernel) - cv2.getGaussianKernel(kernel, 0).ravel()).max()), None,
+                  "(reported only; OpenCV uses fixed tables for 3, 5 and 7 taps)")
         check(results, f"{name}: keypoints, original post-processing vs pose-edge decoder ({label}) in the original's "
                        f"geometry", float(np.abs(ours - original).max()), 0.1, "(max px, 16 crops x 17 joints)")
         native, size = pose_edge_heatmap_to_image(boxes, (h_in, w_in))
         check(results, f"{name}: box -> crop size, pose-edge vs original rule", float(np.abs(
             size - scale.astype(np.float64) * 200).max()), 1e-3, "(image px)")
+        check(results, f"{name}: box -> crop centre x, pose-edge minus original", float(np.mean(
+            boxes[:, 0] + boxes[:, 2] / 2 - center[:, 0])), None, "(image px; reported only)")
         ours_native = decode_heatmaps(heatmaps, native, refine=refine, dark_kernel=kernel or 11)[..., :2]
         offset = ours_native - original
         px_per_input = (scale[:, None, :] * 200 / np.array([w_in, h_in]))  # image px per input px, per crop
@@ -392,7 +407,7 @@ def check_kapao(checkout: Path, quick: bool) -> list:
                 diff = max((m.view(r.shape[0], r.shape[1], r.shape[4], r.shape[2], r.shape[3])
                             .permute(0, 1, 3, 4, 2) - r).abs().max().item() for m, r in zip(mine, raw))
                 check(results, f"{name}: raw head grids, {label} -> {preset}", diff, 0.0,
-                      f"(max |ours - original|, FP32, input {forward_size}x{forward_size})")
+                      f"(largest abs(ours - original), FP32, input {forward_size}x{forward_size})")
             fused = attempt_load(str(published), map_location="cpu").eval()  # val.py's default: Conv+BN fused
             with torch.no_grad():
                 _, raw = fused(x)
@@ -405,50 +420,51 @@ def check_kapao(checkout: Path, quick: bool) -> list:
             check(results, f"{name}: anchors in the imported meta vs the Detect head's anchor_grid",
                   float(np.abs(np.array(ours_anchors) - np.array(theirs_anchors)).max()), 0.0)
 
-        # Post-processing on the same raw grids: the original's Detect decode, run_nms and post_process_batch
-        # (val.py, COCO settings) against pose-edge's decode, NMS and fusion, for a 640x427 image letterboxed into
-        # the 1280 input (rows 213..1067).
-        meta = model_meta(get_preset(preset))
-        detect = copy.deepcopy(original.model[-1])
-        detect.m = torch.nn.ModuleList(torch.nn.Identity() for _ in detect.m)  # decode given raw grids
-        detect.eval()
-        settings = {"conf_thres": 0.001, "iou_thres": 0.65, "conf_thres_kp": 0.2, "iou_thres_kp": 0.25,
-                    "conf_thres_kp_person": 0.3, "overwrite_tol": 50, "num_coords": data["num_coords"],
-                    "kp_flip": data["kp_flip"], "use_kp_dets": True, "count_fused": False, "imgsz": 1280}
-        image_hw = (427, 640)
-        box = fit(image_hw, (1280, 1280))
-        region = (box.pad[0], box.pad[1], box.pad[0] + 1280, box.pad[1] + 854)
-        rng = np.random.default_rng(0)
-        for where, planted_in in (("inside the image", region), ("also across the image border", None)):
-            worst, differing, total, fused = 0.0, 0, 0, 0
-            for trial in range(5):
-                grids = _plant_grids(rng, meta.strides, meta.anchors, meta.num_classes, meta.num_keypoints, 1280,
-                                     planted_in)
-                with torch.no_grad():
-                    out, _ = detect([torch.from_numpy(g.copy()) for g in grids])
-                person_dets, kp_dets = val.run_nms(settings, out)
-                _, poses, scores, _, _ = val.post_process_batch(settings, torch.zeros(1, 3, 1280, 1280), [],
-                                                                [[image_hw]], person_dets, kp_dets)
-                ours = kapao_decode.postprocess(grids, meta.strides, meta.anchors, meta.num_classes,
-                                                meta.num_keypoints, [box])[0]
-                theirs = np.array(poses, np.float64).reshape(-1, meta.num_keypoints, 3)
-                if len(theirs) != len(ours.keypoints) or not np.allclose(scores, ours.scores, atol=1e-6):
-                    worst = float("inf")
-                    continue
-                error = np.abs(ours.keypoints.astype(np.float64) - theirs).max(-1)
-                worst = max(worst, float(error.max(initial=0.0)))
-                differing += int((error > 0.1).sum())
-                total += error.size
-                fused += int((theirs[..., 2] > 0).sum())
-            detail = (f"(max over 5 trials of 12 planted people, {total} keypoints, {fused} of them fused from "
-                      f"keypoint objects; {differing} differ by more than 0.1)")
-            if planted_in is not None:
-                check(results, f"{name}: keypoints (x, y, conf), original val.py post-processing vs pose-edge, "
-                               f"people {where}", worst, 0.1, detail)
-            else:
-                check(results, f"{name}: the same, people {where}", worst, None,
-                      detail[:-1] + ": the original clips keypoint-object boxes and the first two keypoints to the "
-                      "image, pose-edge does not; reported only)")
+    # Post-processing on the same raw grids: the original's Detect decode, run_nms and post_process_batch
+    # (val.py, COCO settings) against pose-edge's decode, NMS and fusion, for a 640x427 image letterboxed into
+    # the 1280 input (rows 213..1067). The same for every size: it depends only on strides and anchors.
+    name = "kapao post-processing (any size)"
+    meta = model_meta(get_preset("kapao-s"))
+    detect = copy.deepcopy(original.model[-1])
+    detect.m = torch.nn.ModuleList(torch.nn.Identity() for _ in detect.m)  # decode given raw grids
+    detect.eval()
+    settings = {"conf_thres": 0.001, "iou_thres": 0.65, "conf_thres_kp": 0.2, "iou_thres_kp": 0.25,
+                "conf_thres_kp_person": 0.3, "overwrite_tol": 50, "num_coords": data["num_coords"],
+                "kp_flip": data["kp_flip"], "use_kp_dets": True, "count_fused": False, "imgsz": 1280}
+    image_hw = (427, 640)
+    box = fit(image_hw, (1280, 1280))
+    region = (box.pad[0], box.pad[1], box.pad[0] + 1280, box.pad[1] + 854)
+    rng = np.random.default_rng(0)
+    for where, planted_in in (("inside the image", region), ("also across the image border", None)):
+        worst, differing, total, fused = 0.0, 0, 0, 0
+        for trial in range(5):
+            grids = _plant_grids(rng, meta.strides, meta.anchors, meta.num_classes, meta.num_keypoints, 1280,
+                                 planted_in)
+            with torch.no_grad():
+                out, _ = detect([torch.from_numpy(g.copy()) for g in grids])
+            person_dets, kp_dets = val.run_nms(settings, out)
+            _, poses, scores, _, _ = val.post_process_batch(settings, torch.zeros(1, 3, 1280, 1280), [],
+                                                            [[image_hw]], person_dets, kp_dets)
+            ours = kapao_decode.postprocess(grids, meta.strides, meta.anchors, meta.num_classes,
+                                            meta.num_keypoints, [box])[0]
+            theirs = np.array(poses, np.float64).reshape(-1, meta.num_keypoints, 3)
+            if len(theirs) != len(ours.keypoints) or not np.allclose(scores, ours.scores, atol=1e-6):
+                worst = float("inf")
+                continue
+            error = np.abs(ours.keypoints.astype(np.float64) - theirs).max(-1)
+            worst = max(worst, float(error.max(initial=0.0)))
+            differing += int((error > 0.1).sum())
+            total += error.size
+            fused += int((theirs[..., 2] > 0).sum())
+        detail = (f"(max over 5 trials of 12 planted people, {total} keypoints, {fused} of them fused from "
+                  f"keypoint objects; {differing} differ by more than 0.1)")
+        if planted_in is not None:
+            check(results, f"{name}: keypoints (x, y, conf), original val.py post-processing vs pose-edge, "
+                           f"people {where}", worst, 0.1, detail)
+        else:
+            check(results, f"{name}: the same, people {where}", worst, None,
+                  detail[:-1] + ": the original clips keypoint-object boxes and the first two keypoints to the "
+                  "image, pose-edge does not; reported only)")
     return results
 
 

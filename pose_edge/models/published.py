@@ -142,7 +142,7 @@ def extract_yolo(obj, path: Path) -> Extracted:
         raise ArtifactError(f"{path}: not a KAPAO checkpoint: expected a pickled YOLOv5-style Model (alone or under "
                             f"'ema' / 'model'), found {_describe(obj)}{hint}")
     model, entry = found
-    layers = model.get("_modules", {}).get("model")
+    layers = (model.get("_modules") or {}).get("model")
     if not isinstance(layers, Placeholder) or not layers.get("_modules"):
         raise ArtifactError(f"{path}: the pickled {model.path} has no 'model' layer list (not a YOLOv5-style Model)")
     if len(layers.get("_modules")) != YOLO_DETECT + 1:
