@@ -137,6 +137,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     _sb("sb-r50-384x288", 50, (384, 288), "Simple Baselines ResNet-50 at 384x288 (sigma 3), the paper's recipe"),
     _sb("sb-r101-256x192", 101, (256, 192), "Simple Baselines ResNet-101, the paper's recipe"),
     _sb("sb-r152-256x192", 152, (256, 192), "Simple Baselines ResNet-152, the paper's recipe"),
+    _sb("sb-r101-384x288", 101, (384, 288), "Simple Baselines ResNet-101 at 384x288 (sigma 3), the paper's recipe"),
+    _sb("sb-r152-384x288", 152, (384, 288), "Simple Baselines ResNet-152 at 384x288 (sigma 3), the paper's recipe"),
     # The founding study's table says 192x256 in the reference's (width, height) order: the paper's input.
     # Its 70 epochs never reach the 90/120 steps, so the learning rate stays 1e-3.
     _sb("sb-r50-seed", 50, (256, 192), "founding study's run: ResNet-50 192x256 (WxH), batch 96, Adam 1e-3, 70 "
