@@ -117,8 +117,8 @@ def pose_edge_heatmap_to_image(boxes, input_hw):
     """pose-edge's own geometry: [n, 2, 3] heatmap -> image affines of these boxes (runtime/topdown.py)."""
     import numpy as np
 
-    from pose_edge.runtime.heatmap_codec import GaussianHeatmapCodec
-    from pose_edge.runtime.topdown import box_to_center_size, crop_affine, invert_affine
+    from pose_edge.geometry import box_to_center_size, crop_affine, invert_affine
+    from pose_edge.heatmap_codec import GaussianHeatmapCodec
 
     center, size = box_to_center_size(boxes, input_hw[1] / input_hw[0])
     to_image = invert_affine(crop_affine(center, size, input_hw))
@@ -196,11 +196,11 @@ def check_heatmap_models(kind: str, checkout: Path, quick: bool) -> list:
     from core.inference import get_final_preds
     from utils.transforms import flip_back, get_affine_transform
 
+    from pose_edge.models.checkpoint import load_model
     from pose_edge.models.published import import_checkpoint
+    from pose_edge.models.torch_backend import TorchBackend
     from pose_edge.runtime.heatmap_decode import decode_heatmaps
     from pose_edge.runtime.topdown import flip_back as our_flip_back
-    from pose_edge.train.checkpoint import load_model
-    from pose_edge.train.torch_backend import TorchBackend
 
     results: list = []
     cases = SB_CASES if kind == "simple_baselines" else DARK_CASES
@@ -367,11 +367,11 @@ def check_kapao(checkout: Path, quick: bool) -> list:
     from utils.general import strip_optimizer
     from utils.torch_utils import ModelEMA, de_parallel
 
+    from pose_edge.geometry import fit
     from pose_edge.models import get_preset, model_meta
+    from pose_edge.models.checkpoint import load_model
     from pose_edge.models.published import import_checkpoint
     from pose_edge.runtime import kapao_decode
-    from pose_edge.runtime.letterbox import fit
-    from pose_edge.train.checkpoint import load_model
 
     data = yaml.safe_load((checkout / "data" / "coco-kp.yaml").read_text())
     results: list = []

@@ -32,9 +32,9 @@ from torch import nn
 from pose_edge.cli import main
 from pose_edge.errors import ArtifactError, PoseEdgeError
 from pose_edge.models import build_model, get_preset
+from pose_edge.models.checkpoint import load_model
 from pose_edge.models.published import import_checkpoint
 from pose_edge.models.safe_unpickle import UnsafePickleError, load_untrusted, module_state_dict
-from pose_edge.train.checkpoint import load_model
 
 
 def _randomise_bn(model: nn.Module, seed: int) -> nn.Module:

@@ -247,7 +247,7 @@ def import_checkpoint(file: str | Path, preset: str | Preset, out: str | Path | 
     out: the run folder [default: runs/PRESET-FILESTEM]; it must not hold a run already. The folder gets best.pt
     (a pose-edge checkpoint of kind "weights"), meta.json, and import.json (what was read and how it was mapped).
     Raises ArtifactError / UnsafePickleError with one line naming the file and, where it applies, the tensor."""
-    from pose_edge.train.checkpoint import save_checkpoint
+    from pose_edge.models.checkpoint import save_checkpoint
 
     file = Path(file)
     preset = get_preset(preset) if isinstance(preset, str) else preset
