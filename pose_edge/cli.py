@@ -372,5 +372,31 @@ def selftest_cmd(gpu: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+# ------------------------------------------------------------------------------------------------ pose-edge import
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--preset", required=True,
+              help="The preset the checkpoint was trained as, e.g. sb-r50-256x192 for pose_resnet_50_256x192.pth.tar "
+                   "or kapao-s for kapao_s_coco.pt.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder to write [default: runs/PRESET-FILESTEM].")
+@click.option("--json", "as_json", is_flag=True, help="Print what was imported as JSON.")
+def import_cmd(file: Path, preset: str, out: Path | None, as_json: bool) -> None:
+    """Import a published checkpoint (Simple Baselines .pth.tar, KAPAO .pt) as a run folder, running no code from it."""
+    from pose_edge.models.published import import_checkpoint
+
+    run_dir = import_checkpoint(file, preset, out)
+    report = json.loads((run_dir / "import.json").read_text())
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"wrote {run_dir}: {report['tensors']} tensors of {report['preset']} from {report['file']} "
+               f"({report['layout']})")
+    for note in report["notes"]:
+        click.echo(f"  {note}")
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,6 +24,7 @@ below evaluation, training and the CLI.
 from __future__ import annotations
 
 import dataclasses
+import time
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -125,6 +126,8 @@ class Estimator:
     def predict_batch(self, frames, boxes=None, box_scores=None, timestamp: float | None = None) -> list[Poses]:
         """Several frames at once: single-stage models and detectors run them as one backend batch."""
         frames = [self._to_bgr(check_frame(f)) for f in frames]
+        if self.tracker is not None and len(frames) > 1:
+            raise PoseEdgeError("tracking follows one stream frame by frame: call the estimator once per frame")
         self.timer.start_frame()
         if self.paradigm != "top_down":
             if boxes is not None:
@@ -160,6 +163,7 @@ class Estimator:
         if self.settings.min_score > 0 and len(poses):
             poses = poses.select(poses.scores >= self.settings.min_score)
         if self.tracker is not None:
+            timestamp = time.monotonic() if timestamp is None else timestamp  # the filters need a clock
             with self.timer("tracking"):
                 keypoints = poses.keypoints if poses.num_keypoints else None
                 poses.track_ids = self.tracker.update(poses.boxes, poses.scores, keypoints, timestamp=timestamp)
@@ -168,8 +172,10 @@ class Estimator:
         return poses
 
     def infer_frame(self, frame) -> Poses:
-        """A runtime.sources.Frame -> Poses, with its capture time as the tracker's and smoother's clock."""
-        return self(frame.image, timestamp=frame.timestamp)
+        """A runtime.sources.Frame -> Poses. The tracker's and smoother's clock is the frame's time in its video file
+        (a file is read ahead faster than it plays), else its capture time (cameras, streams)."""
+        clock = frame.video_time if frame.video_time is not None else frame.timestamp
+        return self(frame.image, timestamp=clock)
 
     def stream(self, source, render=None) -> Iterator[tuple[object, Poses]]:
         """(Frame, Poses) for every frame of `source` (anything pose_edge.runtime.sources.open_source takes: a video

@@ -201,19 +201,10 @@ REFERENCE_RECIPE = {
     "loss_gains": {"box": 0.05, "obj": 0.7, "cls": 0.3, "kp": 0.025}, "anchor_t": 4.0, "kp_bbox": KP_BBOX,
     "augment": "kapao",
 }
-# The CPU presets must learn something in a few minutes on two shared cores and a few hundred synthetic images, from
-# scratch. Measured on 300 synthetic images at 256x256, 150 s each (val AP / AP50): Adam 4e-3 constant, no
-# augmentation, kp gain 0.1: 0.006 / 0.025; the same at lr 8e-3: 0.004 / 0.026; kp gain 0.3: 0.000 / 0.001; with flips
-# and zoom ("light"): under 0.001; SGD Nesterov at 0.02: 0.000. Then on the demo's 400 images (320x240), 20 epochs,
-# about 270 s each (val AP / AP50 / AR50 / pose-object box AP50): 256x256 input 0.000 / 0.000 / 0.004 / 0.045;
-# 256x320 input (people at their own size) 0.001 / 0.006 / 0.018 / 0.278; plus cls gain 1.2: 0.004 / 0.036 / 0.053 /
-# 0.312 (another initialisation 0.005 / 0.010 / 0.013 / 0.252); cls gain 3.0: 0.000 / 0.000 / 0.004 / 0.138; cls 1.2
-# with kp 0.05: 0.000 / 0.003 / 0.040 / 0.343; with cosine decay to 5 %: 0.002 / 0.016 / 0.044 / 0.314; EMA 0.99 or
-# 0.995: 0.005 or 0.001; batch 4: 0.000; anchor_t 2: 0.000; a 512x384 input or a 2x wider network in the same time:
-# 0.000. Hence Adam at a constant lr after a short warm-up, small batches, no EMA, no augmentation, 4x the reference's
-# keypoint and class gains (the class gain matters only with more than one class: the person detector has none).
-# The class gain is what teaches keypoint types apart: on people 20-150 px tall a P4 cell holds 2-3 keypoint types.
-# Not the reference recipe.
+# The CPU presets must learn something in a few minutes on two cores and a few hundred synthetic images, from scratch:
+# Adam at a constant lr after a short warm-up, small batches, no EMA, no augmentation, 4x the reference's keypoint and
+# class gains (the class gain teaches keypoint types apart, since a P4 cell holds 2-3 types on people 20-150 px tall;
+# it does nothing with one class). Not the reference recipe; the measurements behind it are in RECIPES.md.
 CPU_RECIPE = {
     "optimizer": "adam", "lr": 4e-3, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "nominal_batch": 8,
     "schedule": "one_cycle", "lrf": 1.0, "warmup_epochs": 0.0, "warmup_min_iters": 50, "warmup_bias_lr": 0.0,
@@ -260,7 +251,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            CPU_RECIPE),
     _detector("det-s", "s", 640, 300, 64, "person detector for top-down: yolov5s6 body, 1 class, 640 input"),
     _detector("det-n", "n", 640, 300, 64, "person detector for top-down: quarter width, 640 input"),
-    # the same 4:3 input: box AP50 0.190 after 20 epochs on 200 images, against 0.059 at 256x256 (tests/test_detector)
+    # the same 4:3 input as kapao-tiny: at 256x256 its box AP50 was a third (RECIPES.md)
     _detector("det-tiny", "tiny", (256, 320), 30, 8, "small CPU person detector for tests and the demo", CPU_RECIPE),
 )}
 

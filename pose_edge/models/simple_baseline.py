@@ -137,16 +137,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     _sb("sb-r50-384x288", 50, (384, 288), "Simple Baselines ResNet-50 at 384x288 (sigma 3), the paper's recipe"),
     _sb("sb-r101-256x192", 101, (256, 192), "Simple Baselines ResNet-101, the paper's recipe"),
     _sb("sb-r152-256x192", 152, (256, 192), "Simple Baselines ResNet-152, the paper's recipe"),
+    _sb("sb-r101-384x288", 101, (384, 288), "Simple Baselines ResNet-101 at 384x288 (sigma 3), the paper's recipe"),
+    _sb("sb-r152-384x288", 152, (384, 288), "Simple Baselines ResNet-152 at 384x288 (sigma 3), the paper's recipe"),
     # The founding study's table says 192x256 in the reference's (width, height) order: the paper's input.
     # Its 70 epochs never reach the 90/120 steps, so the learning rate stays 1e-3.
     _sb("sb-r50-seed", 50, (256, 192), "founding study's run: ResNet-50 192x256 (WxH), batch 96, Adam 1e-3, 70 "
         "epochs, MSE", epochs=70, batch=96),
-    # Small enough to learn something in two minutes on two CPU cores, from scratch; not the paper's recipe.
-    # Measured on 400 synthetic training images, 4 epochs, val AP / AP50 (pycocotools, ground-truth boxes): sigma 1
-    # (the paper's 2 at 64x48, scaled to these 32x24 maps), batch 16 or 32, Adam 2e-3: 0.000 / 0.000, the loss stuck
-    # at the all-zero heatmap's; sigma 2, batch 16: 0.015 / 0.094 at lr 1e-3, 0.005 / 0.031 at 2e-3; sigma 2,
-    # batch 8: 0.029 / 0.110 at lr 1e-3, 0.034 / 0.123 at 5e-4. A wider Gaussian gives a from-scratch network a
-    # target it can find early.
+    # Small enough to learn something in two minutes on two CPU cores, from scratch; not the paper's recipe. Sigma 2 on
+    # these 32x24 maps: at sigma 1 the loss sits at the all-zero heatmap's value (RECIPES.md has the search).
     _sb("sb-r18-128x96", 18, (128, 96), "small CPU preset for tests and the demo: ResNet-18 at 128x96",
         lr=1e-3, schedule="multistep", milestones=(), epochs=30, batch=8, augment="none", amp=False, sigma=2.0),
 )}
