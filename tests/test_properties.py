@@ -146,7 +146,6 @@ def datasets(draw):
 def test_annotation_validation_of_any_records(dataset):
     """Any records: the validator returns (never raises on a record); what it keeps passes it again unchanged,
     loads in pycocotools, and holds only finite numbers; every record is either kept or counted."""
-    from pose_edge.data.coco import load_coco  # noqa: F401  (pycocotools present)
     from pose_edge.data.validate import validate_dataset
 
     clean, report = validate_dataset(dataset, "any.json")

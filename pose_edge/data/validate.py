@@ -235,7 +235,7 @@ def _image_file_problem(im: dict, images_dir: Path, report: ValidationReport) ->
         turned = f", EXIF orientation {header.orientation}" if header.orientation != 1 else ""
         return f"size differs from the JSON's (loads as {header.width}x{header.height}{turned})"
     if header.orientation != 1:
-        _count(report.notes, f"EXIF orientation not 1 (OpenCV turns or mirrors the pixels when loading)",
+        _count(report.notes, "EXIF orientation not 1 (OpenCV turns or mirrors the pixels when loading)",
                f"image {im['id']} ({im['file_name']})")
     return None
 
