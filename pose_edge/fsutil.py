@@ -116,12 +116,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise PoseEdgeError(f"cannot write {path}: cannot create its folder ({e.strerror})") from None
+        raise PoseEdgeError(f"{path}: cannot write here, its folder cannot be created ({e.strerror})") from None
     remove_stale_temporaries(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path)}{os.getpid()}.", suffix=suffix, dir=path.parent)
     except OSError as e:
-        raise PoseEdgeError(f"cannot write {path} ({e.strerror})") from None
+        raise PoseEdgeError(f"{path}: cannot write here ({e.strerror})") from None
     try:
         os.fchmod(fd, _new_file_mode(path))
     finally:
@@ -135,7 +135,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if isinstance(e, OSError) and e.errno is not None:  # a full disk, a lost mount: one line, not a traceback
-            raise PoseEdgeError(f"cannot write {path} ({e.strerror or e}); the previous file, if any, is "
+            raise PoseEdgeError(f"{path}: cannot write it ({e.strerror or e}); the previous file, if any, is "
                                 "unchanged") from None
         raise
 
