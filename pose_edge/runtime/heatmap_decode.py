@@ -51,6 +51,9 @@ convention, and hm_to_image (built by pose_edge.runtime.topdown) carries that ch
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import numpy as np
 
 from pose_edge.errors import PoseEdgeError
@@ -59,6 +62,7 @@ REFINE_MODES = ("none", "quarter", "dark")
 DEFAULT_DARK_KERNEL = 11  # DARK's configs for sigma 2 (and, as shipped, sigma 3)
 MAX_DARK_KERNEL = 17  # the CUDA kernel's shared-memory window holds blur radii up to 8
 LOG_FLOOR = 1e-10  # DARK clamps the blurred map here before the log
+NEG_INF_STAND_IN = -1e300  # what the blur reads for -Inf (see _dark_steps)
 
 
 def dark_kernel_for_sigma(sigma: float) -> int:
@@ -91,7 +95,7 @@ def _check_dark_kernel(kernel) -> None:
 
 def _check_inputs(heatmaps, hm_to_image, refine: str) -> tuple[np.ndarray, np.ndarray | None]:
     heatmaps = np.asarray(heatmaps)
-    if heatmaps.ndim != 4 or not np.issubdtype(heatmaps.dtype, np.floating):
+    if heatmaps.ndim != 4 or heatmaps.dtype.kind != "f":
         raise PoseEdgeError(f"heatmaps must be a float array [N, K, H, W], got {heatmaps.dtype} {heatmaps.shape}")
     if heatmaps.shape[2] < 1 or heatmaps.shape[3] < 1:
         raise PoseEdgeError(f"heatmaps must have H, W >= 1, got {heatmaps.shape}")
@@ -102,30 +106,136 @@ def _check_inputs(heatmaps, hm_to_image, refine: str) -> tuple[np.ndarray, np.nd
         if hm_to_image.shape != (heatmaps.shape[0], 2, 3):
             raise PoseEdgeError(f"hm_to_image must be [N, 2, 3] = [{heatmaps.shape[0]}, 2, 3] for these heatmaps, "
                                 f"got {list(hm_to_image.shape)}")
-    return heatmaps.astype(np.float32, copy=False), hm_to_image
+    return np.ascontiguousarray(heatmaps, dtype=np.float32), hm_to_image
+
+
+# Per-shape index tables, built once per map size (and batch size) and cached: with them a batch costs a fixed,
+# small number of NumPy calls, each linear in the number of maps, which is what keeps one crop fast.
+
+@functools.lru_cache(maxsize=64)
+def _peak_cells(h: int, w: int) -> np.ndarray:
+    """float64 [H*W + 1, 3] per flat peak index: x, y, and the quarter step (0.25 where rule 3 refines, else 0).
+
+    Row H*W is (0, 0, 0): where a map has no peak (rule 2) the decoder looks up that row instead.
+    """
+    y, x = np.divmod(np.arange(h * w), w)
+    step = np.where((x > 1) & (x < w - 1) & (y > 1) & (y < h - 1), 0.25, 0.0)
+    return _frozen(np.concatenate([np.stack([x, y, step], axis=1), np.zeros((1, 3))]).astype(np.float64))
+
+
+@functools.lru_cache(maxsize=64)
+def _neighbour_index(m: int, h: int, w: int) -> np.ndarray:
+    """int64 [M, 5]: flat index of map i's first pixel plus (-1, -W, 0, +1, +W): left, up, peak, right, down."""
+    return _frozen(np.arange(m)[:, None] * (h * w) + np.array([-1, -w, 0, 1, w]))
+
+
+@dataclass(frozen=True)
+class _DarkGeometry:
+    """What the DARK step needs for one map size and blur kernel (reach = (kernel - 1)/2 + 2, S = 2*reach + 1)."""
+
+    window: np.ndarray  # int64 [S, S]: flat offsets of the raw window around the peak, [row, column]
+    row_inside: np.ndarray  # bool [H, S]: row py + s - reach lies in the map
+    col_inside: np.ndarray  # bool [W, S]: column px + s - reach lies in the map
+    whole_window_inside: np.ndarray  # bool [H*W] per peak index: no zero padding needed
+    refinable: np.ndarray  # bool [H*W] per peak index: 2 <= px <= W-3 and 2 <= py <= H-3
+    blur: np.ndarray  # float64 [S, 5]: blur[t, i] = g[t - i], window column t -> blurred value at offset i - 2
+    taps: np.ndarray  # int64 [13]: the blurred 5 x 5 values the derivatives read, as flat [x offset, y offset]
+    stencils: np.ndarray  # float64 [13, 5]: log-values -> (dx, dy, dxx, dyy, dxy)
+
+
+# Finite differences of P (the log of the blurred map) at the peak, keyed by (x offset, y offset): rule 3c.
+_STENCILS = (
+    {(1, 0): 0.5, (-1, 0): -0.5},  # dx
+    {(0, 1): 0.5, (0, -1): -0.5},  # dy
+    {(2, 0): 0.25, (0, 0): -0.5, (-2, 0): 0.25},  # dxx
+    {(0, 2): 0.25, (0, 0): -0.5, (0, -2): 0.25},  # dyy
+    {(1, 1): 0.25, (1, -1): -0.25, (-1, 1): -0.25, (-1, -1): 0.25},  # dxy
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _dark_geometry(h: int, w: int, kernel: int) -> _DarkGeometry:
+    r = (kernel - 1) // 2
+    reach = r + 2
+    offsets = np.arange(-reach, reach + 1)
+    size = len(offsets)
+    y, x = np.divmod(np.arange(h * w), w)
+    blur = np.zeros((size, 5))
+    g = dark_blur_weights(kernel)
+    for i in range(5):
+        blur[i:i + kernel, i] = g
+    points = sorted({p for stencil in _STENCILS for p in stencil})
+    taps = np.array([(dx + 2) * 5 + (dy + 2) for dx, dy in points])
+    stencils = np.array([[stencil.get(p, 0.0) for stencil in _STENCILS] for p in points])
+    return _DarkGeometry(
+        window=_frozen(offsets[:, None] * w + offsets[None, :]),
+        row_inside=_frozen((np.arange(h)[:, None] + offsets >= 0) & (np.arange(h)[:, None] + offsets < h)),
+        col_inside=_frozen((np.arange(w)[:, None] + offsets >= 0) & (np.arange(w)[:, None] + offsets < w)),
+        whole_window_inside=_frozen((x >= reach) & (x < w - reach) & (y >= reach) & (y < h - reach)),
+        refinable=_frozen((x >= 2) & (x <= w - 3) & (y >= 2) & (y <= h - 3)),
+        blur=_frozen(blur), taps=_frozen(taps), stencils=_frozen(stencils))
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
 
 def find_peaks(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """maps float32 [M, H, W] -> (flat peak index int64 [M], peak value float32 [M]) by np.argmax's rules."""
-    flat = maps.reshape(maps.shape[0], maps.shape[1] * maps.shape[2])
-    idx = np.argmax(flat, axis=1)
-    return idx, flat[np.arange(flat.shape[0]), idx]
+    m, h, w = maps.shape
+    flat = maps.reshape(m, h * w)
+    idx = flat.argmax(axis=1)
+    return idx, np.take(flat, idx + _neighbour_index(m, h, w)[:, 2])
+
+
+def _quarter_steps(around: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """around float32 [M, 5] (left, up, peak, right, down), step float64 [M] -> float64 [M, 2] offsets (x, y).
+
+    The sign of the float32 difference of the two neighbours is the comparison of the neighbours themselves, which
+    also gives 0 for +-Inf on both sides (where the difference is NaN), as rule 3 says.
+    """
+    low, high = around[:, 0:2], around[:, 3:5]  # (left, up), (right, down)
+    return np.subtract(high > low, high < low, dtype=np.float64) * step[:, None]
 
 
 def refine_quarter(maps: np.ndarray, px: np.ndarray, py: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Quarter-pixel offsets (float64 [M] each) toward the higher neighbour, 0 where `active` is False or rule 3 says."""
     m, h, w = maps.shape
-    ok = active & (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
-    rows = np.arange(m)
-    # Clip so that the gathers stay in bounds; the values read for inactive maps are discarded by `ok`.
-    xl, xr = np.clip(px - 1, 0, w - 1), np.clip(px + 1, 0, w - 1)
-    yu, yd = np.clip(py - 1, 0, h - 1), np.clip(py + 1, 0, h - 1)
-    with np.errstate(invalid="ignore"):
-        dx = maps[rows, py, xr] - maps[rows, py, xl]  # float32, as the kernel computes it
-        dy = maps[rows, yd, px] - maps[rows, yu, px]
-        sx = (dx > 0).astype(np.float64) - (dx < 0)  # NaN -> 0
-        sy = (dy > 0).astype(np.float64) - (dy < 0)
-    return np.where(ok, 0.25 * sx, 0.0), np.where(ok, 0.25 * sy, 0.0)
+    idx = np.asarray(py) * w + np.asarray(px)
+    around = np.take(maps.reshape(m, h * w), idx[:, None] + _neighbour_index(m, h, w), mode="clip")
+    offsets = np.where(np.asarray(active)[:, None], _quarter_steps(around, _peak_cells(h, w)[idx, 2]), 0.0)
+    return offsets[:, 0], offsets[:, 1]
+
+
+def _dark_steps(flat: np.ndarray, idx: np.ndarray, active: np.ndarray, h: int, w: int, kernel: int) -> np.ndarray:
+    """flat float32 [M, H*W], peak indices [M], active bool [M] -> Taylor offsets float64 [M, 2] (x, y) to add.
+
+    0 where `active` is False or rule 3 does not refine (peak within 2 of the border, singular or non-finite step).
+    """
+    geo = _dark_geometry(h, w, kernel)
+    m, size = len(idx), geo.window.shape[0]
+    # The raw window around each peak, [M, S, S] float32; zero outside the map (only windows near the border).
+    start = idx + _neighbour_index(m, h, w)[:, 2]
+    window = np.take(flat, start[:, None, None] + geo.window, mode="clip")
+    near = np.flatnonzero(~geo.whole_window_inside[idx])
+    if near.size:
+        py, px = np.divmod(idx[near], w)
+        inside = geo.row_inside[py][:, :, None] & geo.col_inside[px][:, None, :]
+        window[near] = np.where(inside, window[near], np.float32(0.0))
+    # Separable blur as two matrix products (float64): along x within each window row, then along y. A zero weight
+    # times -Inf would be NaN, so -Inf is read as -1e300: any blurred value it reaches still lands on the log floor
+    # (+Inf or NaN in a map make its peak +Inf or NaN, whose step is rejected either way).
+    window = np.maximum(window.astype(np.float64), NEG_INF_STAND_IN)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        along_x = window.reshape(m * size, size) @ geo.blur  # [M*S, 5]: [m, row, x offset]
+        blurred = along_x.reshape(m, size, 5).transpose(0, 2, 1).reshape(m * 5, size) @ geo.blur  # [m, x, y]
+        p = np.log(np.maximum(blurred.reshape(m, 25)[:, geo.taps], LOG_FLOOR))
+        dx, dy, dxx, dyy, dxy = (p @ geo.stencils).T
+        det = dxx * dyy - dxy * dxy
+        step = np.stack([dyy * dx - dxy * dy, dxx * dy - dxy * dx], axis=1) / det[:, None]
+    refined = active & geo.refinable[idx] & np.isfinite(det) & (det != 0) & np.isfinite(step).all(axis=1)
+    return np.where(refined[:, None], -step, 0.0)
 
 
 def refine_dark(maps: np.ndarray, px: np.ndarray, py: np.ndarray, active: np.ndarray,
@@ -133,37 +243,9 @@ def refine_dark(maps: np.ndarray, px: np.ndarray, py: np.ndarray, active: np.nda
     """DARK Taylor steps (float64 [M] each) to add to (px, py); 0 where `active` is False or rule 3 says."""
     _check_dark_kernel(kernel)
     m, h, w = maps.shape
-    ok = active & (px >= 2) & (px <= w - 3) & (py >= 2) & (py <= h - 3)
-    r = (kernel - 1) // 2
-    reach = r + 2  # the raw window around the peak that the 5 x 5 blurred values read
-    g = dark_blur_weights(kernel)
-
-    # Raw window [M, 2*reach+1, 2*reach+1] around each peak, zero outside the map (the blur's zero padding).
-    offsets = np.arange(-reach, reach + 1)
-    ys = py[:, None] + offsets[None, :]  # [M, S]
-    xs = px[:, None] + offsets[None, :]
-    inside = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
-    window = maps[np.arange(m)[:, None, None], np.clip(ys, 0, h - 1)[:, :, None], np.clip(xs, 0, w - 1)[:, None, :]]
-    window = np.where(inside, window.astype(np.float64), 0.0)
-
-    # Separable blur evaluated at the 5 x 5 points around the peak: along x within each row, then along y.
-    taps = np.arange(5)[:, None] + np.arange(2 * r + 1)[None, :]  # [5, k]: window columns feeding output column i
-    with np.errstate(invalid="ignore", over="ignore"):
-        along_x = np.einsum("msik,k->msi", window[:, :, taps], g)  # [M, S, 5]
-        blurred = np.einsum("mjki,k->mji", along_x[:, taps, :], g)  # [M, 5, 5], [j (y), i (x)]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        p = np.log(np.maximum(blurred, LOG_FLOOR))
-        c = 2  # index of the peak in the 5 x 5 patch
-        dx = 0.5 * (p[:, c, c + 1] - p[:, c, c - 1])
-        dy = 0.5 * (p[:, c + 1, c] - p[:, c - 1, c])
-        dxx = 0.25 * (p[:, c, c + 2] - 2.0 * p[:, c, c] + p[:, c, c - 2])
-        dyy = 0.25 * (p[:, c + 2, c] - 2.0 * p[:, c, c] + p[:, c - 2, c])
-        dxy = 0.25 * (p[:, c + 1, c + 1] - p[:, c - 1, c + 1] - p[:, c + 1, c - 1] + p[:, c - 1, c - 1])
-        det = dxx * dyy - dxy * dxy
-        step_x = (dyy * dx - dxy * dy) / det
-        step_y = (dxx * dy - dxy * dx) / det
-    ok &= np.isfinite(det) & (det != 0) & np.isfinite(step_x) & np.isfinite(step_y)
-    return np.where(ok, -step_x, 0.0), np.where(ok, -step_y, 0.0)
+    idx = np.asarray(py) * w + np.asarray(px)
+    offsets = _dark_steps(maps.reshape(m, h * w), idx, np.asarray(active, bool), h, w, kernel)
+    return offsets[:, 0], offsets[:, 1]
 
 
 def decode_heatmaps(heatmaps: np.ndarray, hm_to_image: np.ndarray | None = None, refine: str = "quarter",
@@ -180,22 +262,24 @@ def decode_heatmaps(heatmaps: np.ndarray, hm_to_image: np.ndarray | None = None,
     n, k, h, w = maps.shape
     if n * k == 0:
         return np.zeros((n, k, 3), np.float32)
-    maps = maps.reshape(n * k, h, w)
-    idx, score = find_peaks(maps)
-    px, py = idx % w, idx // w
-    found = score > 0  # False for NaN too
-    x = np.where(found, px, 0).astype(np.float64)
-    y = np.where(found, py, 0).astype(np.float64)
+    flat = maps.reshape(n * k, h * w)
+    idx = flat.argmax(axis=1)  # rule 1
+    around = np.take(flat, idx[:, None] + _neighbour_index(n * k, h, w), mode="clip")  # left, up, peak, right, down
+    score = around[:, 2]
+    found = score > 0  # rule 2 (False for NaN); a map without a peak looks up the cell table's (0, 0, 0) row
+    cells = _peak_cells(h, w)[np.where(found, idx, h * w)]  # x, y, quarter step
     if refine == "quarter":
-        ox, oy = refine_quarter(maps, px, py, found)
+        xy = cells[:, :2] + _quarter_steps(around, cells[:, 2])
     elif refine == "dark":
-        ox, oy = refine_dark(maps, px, py, found, dark_kernel)
+        xy = cells[:, :2] + _dark_steps(flat, idx, found, h, w, dark_kernel)
     else:
-        ox = oy = 0.0
-    x, y = (x + ox).reshape(n, k), (y + oy).reshape(n, k)
-    if affine is not None:
-        x, y = (affine[:, None, 0, 0] * x + affine[:, None, 0, 1] * y + affine[:, None, 0, 2],
-                affine[:, None, 1, 0] * x + affine[:, None, 1, 1] * y + affine[:, None, 1, 2])
+        xy = cells[:, :2]
+    xy = xy.reshape(n, k, 2)
     out = np.empty((n, k, 3), np.float32)
-    out[..., 0], out[..., 1], out[..., 2] = x, y, score.reshape(n, k)
+    if affine is None:
+        out[..., :2] = xy
+    else:  # rule 4: m00*x + m01*y + m02 in float64 for both rows of each crop's matrix at once, then float32
+        cols = affine.transpose(0, 2, 1)[:, None]  # [N, 1, 3, 2]: column j of each crop's matrix
+        out[..., :2] = xy[..., :1] * cols[:, :, 0] + xy[..., 1:] * cols[:, :, 1] + cols[:, :, 2]
+    out[..., 2] = score.reshape(n, k)
     return out
