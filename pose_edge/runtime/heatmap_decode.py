@@ -131,12 +131,16 @@ def _neighbour_index(m: int, h: int, w: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _DarkGeometry:
-    """What the DARK step needs for one map size and blur kernel (reach = (kernel - 1)/2 + 2, S = 2*reach + 1)."""
+    """What the DARK step needs for one map size and blur kernel (reach = (kernel - 1)/2 + 2, S = 2*reach + 1).
 
-    window: np.ndarray  # int64 [S, S]: flat offsets of the raw window around the peak, [row, column]
-    row_inside: np.ndarray  # bool [H, S]: row py + s - reach lies in the map
-    col_inside: np.ndarray  # bool [W, S]: column px + s - reach lies in the map
-    whole_window_inside: np.ndarray  # bool [H*W] per peak index: no zero padding needed
+    The raw window around a peak at (px, py) is read with its rows and columns clamped into the map, so that every
+    value read is the map's own; `row_inside` and `col_inside` then zero what lies outside (the blur's zero padding).
+    """
+
+    row_start: np.ndarray  # int64 [H, S]: flat index of column 0 of window row s, for a peak in row py
+    col_index: np.ndarray  # int64 [W, S]: column of window column s, for a peak in column px
+    row_inside: np.ndarray  # float64 [H, S]: 1 where row py + s - reach lies in the map, else 0
+    col_inside: np.ndarray  # float64 [W, S]: the same for columns
     refinable: np.ndarray  # bool [H*W] per peak index: 2 <= px <= W-3 and 2 <= py <= H-3
     blur: np.ndarray  # float64 [S, 5]: blur[t, i] = g[t - i], window column t -> blurred value at offset i - 2
     taps: np.ndarray  # int64 [13]: the blurred 5 x 5 values the derivatives read, as flat [x offset, y offset]
@@ -155,25 +159,22 @@ _STENCILS = (
 
 @functools.lru_cache(maxsize=16)
 def _dark_geometry(h: int, w: int, kernel: int) -> _DarkGeometry:
-    r = (kernel - 1) // 2
-    reach = r + 2
+    reach = (kernel - 1) // 2 + 2
     offsets = np.arange(-reach, reach + 1)
-    size = len(offsets)
+    rows, cols = np.arange(h)[:, None] + offsets, np.arange(w)[:, None] + offsets
     y, x = np.divmod(np.arange(h * w), w)
-    blur = np.zeros((size, 5))
+    blur = np.zeros((len(offsets), 5))
     g = dark_blur_weights(kernel)
     for i in range(5):
         blur[i:i + kernel, i] = g
     points = sorted({p for stencil in _STENCILS for p in stencil})
-    taps = np.array([(dx + 2) * 5 + (dy + 2) for dx, dy in points])
-    stencils = np.array([[stencil.get(p, 0.0) for stencil in _STENCILS] for p in points])
     return _DarkGeometry(
-        window=_frozen(offsets[:, None] * w + offsets[None, :]),
-        row_inside=_frozen((np.arange(h)[:, None] + offsets >= 0) & (np.arange(h)[:, None] + offsets < h)),
-        col_inside=_frozen((np.arange(w)[:, None] + offsets >= 0) & (np.arange(w)[:, None] + offsets < w)),
-        whole_window_inside=_frozen((x >= reach) & (x < w - reach) & (y >= reach) & (y < h - reach)),
+        row_start=_frozen(np.clip(rows, 0, h - 1) * w), col_index=_frozen(np.clip(cols, 0, w - 1)),
+        row_inside=_frozen(((rows >= 0) & (rows < h)).astype(np.float64)),
+        col_inside=_frozen(((cols >= 0) & (cols < w)).astype(np.float64)),
         refinable=_frozen((x >= 2) & (x <= w - 3) & (y >= 2) & (y <= h - 3)),
-        blur=_frozen(blur), taps=_frozen(taps), stencils=_frozen(stencils))
+        blur=_frozen(blur), taps=_frozen(np.array([(dx + 2) * 5 + (dy + 2) for dx, dy in points])),
+        stencils=_frozen(np.array([[stencil.get(p, 0.0) for stencil in _STENCILS] for p in points])))
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -214,22 +215,20 @@ def _dark_steps(flat: np.ndarray, idx: np.ndarray, active: np.ndarray, h: int, w
     0 where `active` is False or rule 3 does not refine (peak within 2 of the border, singular or non-finite step).
     """
     geo = _dark_geometry(h, w, kernel)
-    m, size = len(idx), geo.window.shape[0]
-    # The raw window around each peak, [M, S, S] float32; zero outside the map (only windows near the border).
-    start = idx + _neighbour_index(m, h, w)[:, 2]
-    window = np.take(flat, start[:, None, None] + geo.window, mode="clip")
-    near = np.flatnonzero(~geo.whole_window_inside[idx])
-    if near.size:
-        py, px = np.divmod(idx[near], w)
-        inside = geo.row_inside[py][:, :, None] & geo.col_inside[px][:, None, :]
-        window[near] = np.where(inside, window[near], np.float32(0.0))
-    # Separable blur as two matrix products (float64): along x within each window row, then along y. A zero weight
-    # times -Inf would be NaN, so -Inf is read as -1e300: any blurred value it reaches still lands on the log floor
-    # (+Inf or NaN in a map make its peak +Inf or NaN, whose step is rejected either way).
+    m, size = len(idx), geo.row_start.shape[1]
+    py, px = np.divmod(idx, w)
+    # The raw window around each peak, [M, S, S], read within the map; -Inf is read as -1e300 so that a zero
+    # weight or factor cannot turn it into NaN (any blurred value it reaches still lands on the log floor). A map
+    # holding +Inf or NaN has a +Inf or NaN peak, whose step is rejected whatever the window holds.
+    rows = geo.row_start[py] + (np.arange(m) * (h * w))[:, None]
+    window = np.take(flat, rows[:, :, None] + geo.col_index[px][:, None, :])
     window = np.maximum(window.astype(np.float64), NEG_INF_STAND_IN)
+    window *= geo.col_inside[px][:, None, :]  # zero padding, columns
+    # Separable blur as two matrix products (float64): along x within each window row, then along y.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        along_x = window.reshape(m * size, size) @ geo.blur  # [M*S, 5]: [m, row, x offset]
-        blurred = along_x.reshape(m, size, 5).transpose(0, 2, 1).reshape(m * 5, size) @ geo.blur  # [m, x, y]
+        along_x = (window.reshape(m * size, size) @ geo.blur).reshape(m, size, 5)  # [m, row, x offset]
+        along_x *= geo.row_inside[py][:, :, None]  # zero padding, rows
+        blurred = along_x.transpose(0, 2, 1).reshape(m * 5, size) @ geo.blur  # [m, x offset, y offset]
         p = np.log(np.maximum(blurred.reshape(m, 25)[:, geo.taps], LOG_FLOOR))
         dx, dy, dxx, dyy, dxy = (p @ geo.stencils).T
         det = dxx * dyy - dxy * dxy
@@ -278,8 +277,8 @@ def decode_heatmaps(heatmaps: np.ndarray, hm_to_image: np.ndarray | None = None,
     out = np.empty((n, k, 3), np.float32)
     if affine is None:
         out[..., :2] = xy
-    else:  # rule 4: m00*x + m01*y + m02 in float64 for both rows of each crop's matrix at once, then float32
-        cols = affine.transpose(0, 2, 1)[:, None]  # [N, 1, 3, 2]: column j of each crop's matrix
-        out[..., :2] = xy[..., :1] * cols[:, :, 0] + xy[..., 1:] * cols[:, :, 1] + cols[:, :, 2]
+    else:  # rule 4: (m00*x + m01*y) + m02 in float64, both rows of each crop's matrix at once, then float32
+        products = xy[:, :, None, :] * affine[:, None, :, :2]  # [N, K, 2, 2]: (m_r0 * x, m_r1 * y) for row r
+        out[..., :2] = products[..., 0] + products[..., 1] + affine[:, None, :, 2]
     out[..., 2] = score.reshape(n, k)
     return out
