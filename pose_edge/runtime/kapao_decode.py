@@ -157,24 +157,28 @@ def _check_levels(outputs, strides, anchors) -> None:
         raise ValueError(f"{len(outputs)} output grids for {len(strides)} strides and {len(anchors)} anchor levels")
 
 
-def _decode_values(raw: np.ndarray, grid: np.ndarray, stride, anchor_wh: np.ndarray, num_classes: int,
-                   num_keypoints: int) -> np.ndarray:
-    """Raw values [..., D] -> decoded float32 [..., D] (formulas in the module docstring).
+def _decode_head(raw: np.ndarray, grid: np.ndarray, stride, anchor_wh: np.ndarray) -> np.ndarray:
+    """Raw channels 0..4+nc [..., 5 + nc] -> decoded float32: box (cx, cy, w, h), objectness, classes.
 
-    grid [..., 2] float32 (gx, gy) and anchor_wh [..., 2] float32 broadcast against the rows. Every row is decoded
-    by the same float32 operations wherever it comes from, so a row decoded alone equals the same row of `decode`.
+    grid [..., 2] float32 (gx, gy) and anchor_wh [..., 2] float32 broadcast against the rows. A row's values depend
+    on that row only and every row takes the same float32 operations, so rows decoded alone, in any layout, equal
+    the same rows of `decode` bit for bit.
     """
     y = sigmoid(raw)
     s = np.float32(stride)
     out = np.empty_like(y)
     out[..., 0:2] = (np.float32(2.0) * y[..., 0:2] - np.float32(0.5) + grid) * s
     out[..., 2:4] = (np.float32(2.0) * y[..., 2:4]) ** 2 * anchor_wh
-    out[..., 4:5 + num_classes] = y[..., 4:5 + num_classes]
-    if num_keypoints:
-        kp = y[..., 5 + num_classes:].reshape(*y.shape[:-1], num_keypoints, 2)
-        kp = (np.float32(4.0) * kp - np.float32(2.0)) * anchor_wh[..., None, :] + grid[..., None, :] * s
-        out[..., 5 + num_classes:] = kp.reshape(*y.shape[:-1], 2 * num_keypoints)
+    out[..., 4:] = y[..., 4:]
     return out
+
+
+def _decode_keypoints(raw: np.ndarray, grid: np.ndarray, stride, anchor_wh: np.ndarray) -> np.ndarray:
+    """Raw keypoint channels [..., 2K] -> decoded float32 (x0, y0, x1, ...), as `_decode_head` for the rest."""
+    y = sigmoid(raw)
+    kp = y.reshape(*y.shape[:-1], y.shape[-1] // 2, 2)
+    kp = (np.float32(4.0) * kp - np.float32(2.0)) * anchor_wh[..., None, :] + grid[..., None, :] * np.float32(stride)
+    return kp.reshape(y.shape)
 
 
 def decode(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_classes: int,
@@ -196,7 +200,9 @@ def decode(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_c
         anchor_wh = np.asarray(level_anchors, np.float32).reshape(1, num_anchors, 1, 1, 2)
         gy, gx = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
         grid = np.stack([gx, gy], axis=-1).reshape(1, 1, height, width, 2)  # (gx, gy) per cell
-        out = _decode_values(values, grid, stride, anchor_wh, num_classes, num_keypoints)
+        out = np.empty(values.shape, np.float32)
+        out[..., :5 + num_classes] = _decode_head(values[..., :5 + num_classes], grid, stride, anchor_wh)
+        out[..., 5 + num_classes:] = _decode_keypoints(values[..., 5 + num_classes:], grid, stride, anchor_wh)
         rows.append(out.reshape(n, num_anchors * height * width, depth))
     return np.concatenate(rows, axis=1)
 
@@ -271,6 +277,78 @@ def _passes(num_classes: int, num_keypoints: int, t: Thresholds) -> list[tuple[f
     return passes
 
 
+@dataclass
+class _Candidates:
+    """One image's candidate rows (increasing row index): channels 0..4+nc decoded, keypoints decoded on request."""
+
+    head: np.ndarray  # float32 [M, 5 + nc]
+    index: np.ndarray  # int64 [M]: row index (decode's order)
+    level: np.ndarray  # int64 [M]: output level of each row
+    start: np.ndarray  # int64 [M]: flat position of the row's channel 0 in its level's raw grid
+    grid: np.ndarray  # float32 [M, 2]: (gx, gy)
+    anchor_wh: np.ndarray  # float32 [M, 2]
+    levels: list  # per level: (raw grid, stride, cells per map)
+    num_keypoints: int
+
+    def keypoints(self, which: np.ndarray) -> np.ndarray:
+        """float32 [len(which), 2K]: the decoded keypoint channels of the candidate rows `which`."""
+        which = np.asarray(which, np.int64)
+        out = np.empty((len(which), 2 * self.num_keypoints), np.float32)
+        first = self.head.shape[1]  # channel 5 + nc
+        for number, (raw, stride, cells) in enumerate(self.levels):
+            mine = np.flatnonzero(self.level[which] == number)
+            if len(mine):
+                rows = which[mine]
+                channels = np.arange(first, first + 2 * self.num_keypoints)
+                values = np.take(raw, self.start[rows] + channels[:, None] * cells).T  # gathered channel by channel
+                out[mine] = _decode_keypoints(values, self.grid[rows], stride, self.anchor_wh[rows])
+        return out
+
+
+def _select(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_classes: int, num_keypoints: int,
+            thresholds: Thresholds) -> list[_Candidates]:
+    """The candidate rows of every image (see `decode_candidates`), keypoint channels not yet decoded."""
+    _check_levels(outputs, strides, anchors)
+    depth = row_width(num_classes, num_keypoints)
+    passes = _passes(num_classes, num_keypoints, thresholds)
+    floor = logit_floor(min(conf for conf, _, _ in passes))
+    head_channels = np.arange(5 + num_classes)
+    batch, offset, levels, parts = None, 0, [], []
+    for number, (raw, stride, level_anchors) in enumerate(zip(outputs, strides, anchors)):
+        num_anchors = len(level_anchors)
+        raw = np.ascontiguousarray(_check_level(raw, num_anchors, depth))
+        n, _, height, width = raw.shape
+        if batch is not None and n != batch:
+            raise ValueError(f"level grids hold {batch} and {n} images")
+        batch, cells = n, height * width
+        # Flat positions in the raw grid [N*A, D, H*W]: (image*A + anchor, channel, cell). Values are gathered
+        # channel by channel (each channel's positions ascend), which reads memory in order.
+        hits = np.flatnonzero(raw.reshape(n * num_anchors, depth, cells)[:, 4, :] >= floor)  # NaN fails
+        slot, cell = np.divmod(hits, cells)  # ascending: row order within each image
+        start = slot * (depth * cells) + cell  # channel 0 of each row
+        keep = _candidate_mask(lambda rows, channels: sigmoid(np.take(raw, start[rows] + channels[:, None] * cells)),
+                               len(hits), num_classes, passes)
+        slot, cell, start = slot[keep], cell[keep], start[keep]
+        image, anchor = np.divmod(slot, num_anchors)
+        gy, gx = np.divmod(cell, width)
+        grid = np.stack([gx, gy], axis=1).astype(np.float32)
+        anchor_wh = np.asarray(level_anchors, np.float32)[anchor]
+        head = _decode_head(np.take(raw, start + head_channels[:, None] * cells).T, grid, stride, anchor_wh)
+        levels.append((raw, stride, cells))
+        parts.append((np.searchsorted(image, np.arange(n + 1)), head, offset + anchor * cells + cell, start, grid,
+                      anchor_wh))
+        offset += num_anchors * cells
+    out = []
+    for i in range(batch or 0):
+        pieces = [[a[bounds[i]:bounds[i + 1]] for a in arrays] for bounds, *arrays in parts]
+        level = np.concatenate([np.full(len(p[0]), number, np.int64) for number, p in enumerate(pieces)])
+        head, index, start, grid, anchor_wh = (np.concatenate(column) for column in zip(*pieces))
+        out.append(_Candidates(head.reshape(-1, 5 + num_classes), index.astype(np.int64), level,
+                               start.astype(np.int64), grid.reshape(-1, 2), anchor_wh.reshape(-1, 2), levels,
+                               num_keypoints))
+    return out
+
+
 def decode_candidates(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_classes: int,
                       num_keypoints: int, thresholds: Thresholds = COCO_THRESHOLDS
                       ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -286,39 +364,9 @@ def decode_candidates(outputs: Sequence[np.ndarray], strides: Sequence[int], anc
     the test-time augmentations (rescale, de-flip) leave unchanged: rows of several passes can be selected per
     pass, transformed, and concatenated (pass after pass) before `postprocess_rows`.
     """
-    _check_levels(outputs, strides, anchors)
-    depth = row_width(num_classes, num_keypoints)
-    passes = _passes(num_classes, num_keypoints, thresholds)
-    floor = logit_floor(min(conf for conf, _, _ in passes))
-    batch = None
-    per_level = []  # per level: image of each kept row, its decoded row, its row index
-    offset = 0
-    for raw, stride, level_anchors in zip(outputs, strides, anchors):
-        num_anchors = len(level_anchors)
-        raw = np.ascontiguousarray(_check_level(raw, num_anchors, depth))
-        n, _, height, width = raw.shape
-        if batch is not None and n != batch:
-            raise ValueError(f"level grids hold {batch} and {n} images")
-        batch, cells = n, height * width
-        # Flat positions in the raw grid [N*A, D, H*W]: (image*A + anchor, channel, cell).
-        hits = np.flatnonzero(raw.reshape(n * num_anchors, depth, cells)[:, 4, :] >= floor)  # NaN fails
-        slot, cell = np.divmod(hits, cells)  # ascending: row order within each image
-        start = slot * (depth * cells) + cell  # channel 0 of each row
-        keep = _candidate_mask(lambda rows, channels: sigmoid(np.take(raw, start[rows] + channels[:, None] * cells)),
-                               len(hits), num_classes, passes)
-        slot, cell, start = slot[keep], cell[keep], start[keep]
-        image, anchor = np.divmod(slot, num_anchors)
-        gy, gx = np.divmod(cell, width)
-        rows = _decode_values(np.take(raw, start[:, None] + np.arange(depth) * cells),
-                              np.stack([gx, gy], axis=1).astype(np.float32), stride,
-                              np.asarray(level_anchors, np.float32)[anchor], num_classes, num_keypoints)
-        per_level.append((np.searchsorted(image, np.arange(n + 1)), rows, offset + anchor * cells + cell))
-        offset += num_anchors * cells
     out = []
-    for i in range(batch or 0):
-        parts = [(rows[bounds[i]:bounds[i + 1]], index[bounds[i]:bounds[i + 1]]) for bounds, rows, index in per_level]
-        out.append((np.concatenate([r for r, _ in parts]).reshape(-1, depth),
-                    np.concatenate([x for _, x in parts]).astype(np.int64)))
+    for c in _select(outputs, strides, anchors, num_classes, num_keypoints, thresholds):
+        out.append((np.concatenate([c.head, c.keypoints(np.arange(len(c.head)))], axis=1), c.index))
     return out
 
 
@@ -533,35 +581,47 @@ def postprocess_rows(rows: np.ndarray, num_classes: int, num_keypoints: int, let
     """One image's decoded rows [R, D] (input pixels) -> PoseDetections in image pixels.
 
     Person pass, keypoint pass (when num_keypoints > 0 and thresholds.use_kp_dets), undo the letterbox, fuse.
+    The rows may be all of `decode`'s rows or only the candidates (`decode_candidates`): the result is the same.
     """
+    rows = np.asarray(rows, np.float32)
+    return _postprocess(rows, lambda which: rows[which, 5 + num_classes:], num_classes, num_keypoints, letterbox,
+                        thresholds)
+
+
+def _postprocess(rows: np.ndarray, keypoints_of, num_classes: int, num_keypoints: int, letterbox: Letterbox | None,
+                 thresholds: Thresholds) -> PoseDetections:
+    """postprocess_rows on rows [R, >= 5 + nc] (box, objectness, classes) whose keypoint channels come from
+    keypoints_of(row positions) -> float32 [len, 2K]: the fast path decodes them for the kept poses only."""
     t = thresholds
-    person_rows, person_conf, _ = detect(rows, num_classes, t.conf_thres, t.iou_thres, [0], t.max_det, t.max_nms)
-    person = rows[person_rows]
-    boxes = boxes_xyxy(person)
-    pose_xy = person[:, 5 + num_classes:].reshape(len(person), num_keypoints, 2)
+    person_pass, *keypoint_pass = _passes(num_classes, num_keypoints, t)
+    person_rows, person_conf, _ = detect(rows, num_classes, *person_pass, t.max_det, t.max_nms)
+    boxes = boxes_xyxy(rows[person_rows])
+    pose_xy = keypoints_of(person_rows).reshape(len(person_rows), num_keypoints, 2)
     if letterbox is not None:
         boxes = letterbox.to_image(boxes.reshape(-1, 2, 2)).reshape(-1, 4)
         pose_xy = letterbox.to_image(pose_xy)
-    if num_keypoints and t.use_kp_dets and len(person):
-        kp_rows, kp_conf, kp_cls = detect(rows, num_classes, t.conf_thres_kp, t.iou_thres_kp,
-                                          range(1, 1 + num_keypoints), t.max_det, t.max_nms)
+    if keypoint_pass and len(person_rows):
+        kp_rows, kp_conf, kp_cls = detect(rows, num_classes, *keypoint_pass[0], t.max_det, t.max_nms)
         kp_xy = rows[kp_rows, 0:2]
         if letterbox is not None:
             kp_xy = letterbox.to_image(kp_xy)
         keypoints = fuse_keypoints(pose_xy, person_conf, kp_xy, kp_conf, kp_cls - 1, t.conf_thres_kp_person,
                                    t.overwrite_tol)
     else:
-        keypoints = np.concatenate([pose_xy, np.zeros((len(person), num_keypoints, 1), np.float32)], axis=-1)
+        keypoints = np.concatenate([pose_xy, np.zeros((len(person_rows), num_keypoints, 1), np.float32)], axis=-1)
     return PoseDetections(boxes.astype(np.float32), person_conf, keypoints.astype(np.float32))
 
 
 def postprocess(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_classes: int, num_keypoints: int,
                 letterboxes: Sequence[Letterbox | None] | None = None,
                 thresholds: Thresholds = COCO_THRESHOLDS) -> list[PoseDetections]:
-    """Raw level grids for N images -> N PoseDetections: `decode_candidates`, then `postprocess_rows` per image."""
-    candidates = decode_candidates(outputs, strides, anchors, num_classes, num_keypoints, thresholds)
+    """Raw level grids for N images -> N PoseDetections, exactly what `postprocess_rows` gives on `decode`'s rows.
+
+    Only the candidate rows are decoded (`decode_candidates`), and their keypoints only for the poses kept.
+    """
+    candidates = _select(outputs, strides, anchors, num_classes, num_keypoints, thresholds)
     letterboxes = [None] * len(candidates) if letterboxes is None else list(letterboxes)
     if len(letterboxes) != len(candidates):
         raise ValueError(f"{len(letterboxes)} letterboxes for {len(candidates)} images")
-    return [postprocess_rows(rows, num_classes, num_keypoints, lb, thresholds)
-            for (rows, _), lb in zip(candidates, letterboxes)]
+    return [_postprocess(c.head, c.keypoints, num_classes, num_keypoints, lb, thresholds)
+            for c, lb in zip(candidates, letterboxes)]
