@@ -544,3 +544,18 @@ def test_nms_fallbacks_give_the_same_result(monkeypatch):
             m.setattr(kd, limit, 1)
             for (name, b, s, c, t), keep in zip(cases, expected):
                 np.testing.assert_array_equal(kd.nms(b, s, c, t), keep, err_msg=f"{name} {limit}")
+
+
+def test_select_candidates_equals_before_with_ties_between_classes():
+    """Equal class confidences: the best class is the first of them (np.argmax's rule), for either pass."""
+    rng = np.random.default_rng(18)
+    rows = rng.uniform(0, 1, (5000, D)).astype(np.float32)
+    rows[:, 4:5 + NC] = np.round(rows[:, 4:5 + NC] * 4) / 4  # few distinct values: many ties
+    rows[::5, 5] = 0.0  # keypoint classes tie among themselves, the person class out of the running
+    rows[::97, 4:5 + NC] = np.nan
+    for conf, classes in ((0.001, [0]), (0.2, range(1, 1 + K)), (0.05, None), (0.3, [3, 7, 40])):
+        got = kd.select_candidates(rows, NC, conf, classes, 10**6)
+        ref = before.select_candidates(rows, NC, conf, classes, 10**6)
+        for a, b in zip(got, ref):
+            np.testing.assert_array_equal(a, b)
+        assert len(got[0]) > 100
