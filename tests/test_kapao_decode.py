@@ -371,8 +371,10 @@ def grids_like(rng, n=2, size=(256, 320), obj=(-3.0, 2.5), other=(-3.0, 2.5), nc
 def test_fast_postprocess_equals_before_on_random_grids(thresholds):
     rng = np.random.default_rng(11)
     letterboxes = [fit((240, 320), (256, 320)), fit((500, 300), (256, 320))]
-    got = check_against_before(grids_like(rng), thresholds, letterboxes)
+    grids = grids_like(rng)
+    got = check_against_before(grids, thresholds, letterboxes)
     assert sum(len(g) for g in got) > 10 and sum(int((g.keypoints[..., 2] > 0).sum()) for g in got) > 0
+    check_against_before([g.astype(np.float16) for g in grids], thresholds, letterboxes)  # an FP16 engine's outputs
 
 
 def test_fast_postprocess_equals_before_on_busy_scenes():

@@ -35,6 +35,18 @@ Candidate selection (`select_candidates`, reference `non_max_suppression_kp`)
 4. order by conf descending, equal confs in increasing row index (a stable sort); keep the first max_nms.
 Non-finite rows fail the comparisons and drop out.
 
+What is decoded (`postprocess`, `decode_candidates`)
+----------------------------------------------------
+The rules here are stated on every decoded row; the post-processing decodes only what they can keep, each value by
+the same float32 operations as `decode`, so its results are the rules' results on `decode`'s rows, bit for bit:
+objectness is compared on the raw logits first (the sigmoid is monotonic: obj > t <=> raw > logit(t);
+`logit_floor` lies a margin below logit(t) and the decoded objectness of the rows above it decides exactly), class
+probabilities are decoded for those rows only (for the person pass, all classes only where obj * cls_0 > t), boxes
+for the candidates of either pass, keypoints for the poses the person pass keeps. Rows of several test-time
+augmentation passes can be selected per pass (`decode_candidates`), transformed and concatenated pass after pass
+for `postprocess_rows`: selection reads objectness, the best confidence and whether the best class is the person
+class, which rescaling and de-flipping leave unchanged.
+
 NMS (`nms`): exactly what torchvision.ops.batched_nms keeps, in the same order
 --------------------------------------------------------------------------------
 Boxes are xyxy float32 (x1 = cx - w/2, x2 = cx + w/2 computed in float32). Candidates are visited in score order,
