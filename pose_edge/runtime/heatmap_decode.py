@@ -110,9 +110,8 @@ def _check_inputs(heatmaps, hm_to_image, refine: str) -> tuple[np.ndarray, np.nd
 
 
 # Per-shape index tables, built once per map size (and batch size) and cached: with them a batch costs a fixed,
-# small number of NumPy calls, each linear in the number of maps, which is what keeps one crop fast.
-
-# Tables are laid out quantity-major ([what, map]): NumPy spends less on a few contiguous rows than on strided columns.
+# small number of NumPy calls, each linear in the number of maps, which is what keeps one crop fast. They are laid out
+# quantity-major ([what, map]): NumPy spends less on a few contiguous rows than on strided columns of small arrays.
 
 @functools.lru_cache(maxsize=64)
 def _peak_cells(h: int, w: int) -> np.ndarray:
@@ -146,7 +145,7 @@ class _DarkGeometry:
     refinable: np.ndarray  # bool [H*W] per peak index: 2 <= px <= W-3 and 2 <= py <= H-3
     blur: np.ndarray  # float64 [S, 5]: blur[t, i] = g[t - i], window column t -> blurred value at offset i - 2
     taps: np.ndarray  # int64 [13]: the blurred 5 x 5 values the derivatives read, as flat [x offset, y offset]
-    stencils: np.ndarray  # float64 [13, 5]: log-values -> (dx, dy, dxx, dyy, dxy)
+    stencils: np.ndarray  # float64 [8, 13]: log-values -> (dyy, dxx, dx, dy, dxy, dxy, dy, dx)
 
 
 # Finite differences of P (the log of the blurred map) at the peak, keyed by (x offset, y offset): rule 3c.
@@ -176,7 +175,7 @@ def _dark_geometry(h: int, w: int, kernel: int) -> _DarkGeometry:
         col_inside=_frozen(((cols >= 0) & (cols < w)).astype(np.float64)),
         refinable=_frozen((x >= 2) & (x <= w - 3) & (y >= 2) & (y <= h - 3)),
         blur=_frozen(blur), taps=_frozen(np.array([(dx + 2) * 5 + (dy + 2) for dx, dy in points])),
-        stencils=_frozen(np.array([[stencil.get(p, 0.0) for stencil in _STENCILS] for p in points])))
+        stencils=_frozen(np.array([[_STENCILS[i].get(p, 0.0) for p in points] for i in (3, 2, 0, 1, 4, 4, 1, 0)])))
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -222,9 +221,9 @@ def _dark_steps(flat: np.ndarray, idx: np.ndarray, active: np.ndarray, h: int, w
     # The raw window around each peak, [M, S, S], read within the map; -Inf is read as -1e300 so that a zero
     # weight or factor cannot turn it into NaN (any blurred value it reaches still lands on the log floor). A map
     # holding +Inf or NaN has a +Inf or NaN peak, whose step is rejected whatever the window holds.
-    rows = geo.row_start[py] + (np.arange(m) * (h * w))[:, None]
+    rows = geo.row_start[py] + _neighbour_index(m, h, w)[2, :, None]  # + each map's first pixel
     window = flat.ravel().take(rows[:, :, None] + geo.col_index[px][:, None, :])
-    window = np.maximum(window.astype(np.float64), NEG_INF_STAND_IN)
+    window = np.maximum(window, NEG_INF_STAND_IN, dtype=np.float64)
     window *= geo.col_inside[px][:, None, :]  # zero padding, columns
     # Separable blur as two matrix products (float64): along x within each window row, then along y.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -232,9 +231,9 @@ def _dark_steps(flat: np.ndarray, idx: np.ndarray, active: np.ndarray, h: int, w
         along_x *= geo.row_inside[py][:, :, None]  # zero padding, rows
         blurred = along_x.transpose(0, 2, 1).reshape(m * 5, size) @ geo.blur  # [m, x offset, y offset]
         p = np.log(np.maximum(blurred.reshape(m, 25)[:, geo.taps], LOG_FLOOR))
-        dx, dy, dxx, dyy, dxy = geo.stencils.T @ p.T  # [5, M], a contiguous row per derivative
-        det = dxx * dyy - dxy * dxy
-        step = np.stack([dyy * dx - dxy * dy, dxx * dy - dxy * dx]) / det
+        d = geo.stencils @ p.T  # [8, M]: dyy, dxx, dx, dy, dxy, dxy, dy, dx (rows the formulas pair up)
+        det = d[1] * d[0] - d[4] * d[5]  # dxx * dyy - dxy * dxy
+        step = (d[0:2] * d[2:4] - d[4:6] * d[6:8]) / det  # (dyy * dx - dxy * dy, dxx * dy - dxy * dx) / det
     refined = active & geo.refinable[idx] & np.isfinite(det) & (det != 0) & np.isfinite(step).all(axis=0)
     return np.where(refined, -step, 0.0)
 
