@@ -115,13 +115,13 @@ def _check_inputs(heatmaps, hm_to_image, refine: str) -> tuple[np.ndarray, np.nd
 
 @functools.lru_cache(maxsize=64)
 def _peak_cells(h: int, w: int) -> np.ndarray:
-    """float64 [3, H*W + 1] per flat peak index: x, y, and the quarter step (0.25 where rule 3 refines, else 0).
+    """float64 [3, H*W] per flat peak index: x, y, and the quarter step (0.25 where rule 3 refines, else 0).
 
-    Column H*W is (0, 0, 0): where a map has no peak (rule 2) the decoder looks up that column instead.
+    Index 0 holds (0, 0, 0), which is also what rule 2 gives a map without a peak.
     """
     y, x = np.divmod(np.arange(h * w), w)
     step = np.where((x > 1) & (x < w - 1) & (y > 1) & (y < h - 1), 0.25, 0.0)
-    return _frozen(np.concatenate([np.stack([x, y, step]), np.zeros((3, 1))], axis=1).astype(np.float64))
+    return _frozen(np.stack([x, y, step]).astype(np.float64))
 
 
 @functools.lru_cache(maxsize=64)
@@ -267,8 +267,8 @@ def decode_heatmaps(heatmaps: np.ndarray, hm_to_image: np.ndarray | None = None,
     # (The array methods below skip the Python-level wrappers of their np.* functions: a crop is only 17 maps.)
     around = flat.ravel().take(idx + _neighbour_index(n * k, h, w), mode="clip")  # [5, M]: left, up, peak, right, down
     score = around[2]
-    found = score > 0  # rule 2 (False for NaN); a map without a peak looks up the cell table's (0, 0, 0) column
-    cells = _peak_cells(h, w).take(np.where(found, idx, h * w), axis=1)  # [3, M]: x, y, quarter step
+    found = score > 0  # rule 2 (False for NaN): a map without a peak looks up cell 0, (0, 0) and no quarter step
+    cells = _peak_cells(h, w).take(idx * found, axis=1)  # [3, M]: x, y, quarter step
     if refine == "quarter":
         x, y = cells[0:2] + _quarter_steps(around, cells[2])
     elif refine == "dark":
@@ -281,6 +281,8 @@ def decode_heatmaps(heatmaps: np.ndarray, hm_to_image: np.ndarray | None = None,
         out[..., 0:1], out[..., 1:2] = x, y
     else:  # rule 4: (m00*x + m01*y) + m02 in float64, both rows of each crop's matrix at once, then float32
         m = affine[:, None]  # [N, 1, 2 (row r), 3 (column)]
-        out[..., :2] = x * m[..., 0] + y * m[..., 1] + m[..., 2]
+        image = x * m[..., 0]
+        image += y * m[..., 1]
+        np.add(image, m[..., 2], out=out[..., :2], casting="same_kind")  # float64 sum, stored as float32
     out[..., 2] = score.reshape(n, k)
     return out
