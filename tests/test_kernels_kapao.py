@@ -48,7 +48,7 @@ def grids_like(rng, n=2, size=(128, 192), mean=-3.0, std=2.5, nc=NC, k=K, dtype=
     return [rng.normal(mean, std, (n, 3 * depth, size[0] // s, size[1] // s)).astype(dtype) for s in STRIDES]
 
 
-def assert_same_detections(got: kd.PoseDetections, ref: kd.PoseDetections) -> None:
+def assert_same_detections(got: Poses, ref: Poses) -> None:
     """Bit for bit: same poses in the same order, same boxes, scores and fused keypoints."""
     assert len(got) == len(ref)
     np.testing.assert_array_equal(got.scores, ref.scores)
