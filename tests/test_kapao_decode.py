@@ -12,6 +12,7 @@ import torchvision
 
 from pose_edge.geometry import Letterbox, fit, letterbox
 from pose_edge.runtime import kapao_decode as kd
+from pose_edge.runtime.poses import Poses
 from pose_edge.runtime.settings import DEPLOY
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -22,6 +22,7 @@ from pose_edge.kernels.launch import KapaoPostprocessor
 from pose_edge.errors import PoseEdgeError
 from pose_edge.geometry import fit
 from pose_edge.runtime import kapao_decode as kd
+from pose_edge.runtime.poses import Poses
 
 STRIDES = (8, 16, 32, 64)
 ANCHORS = (((19, 27), (44, 40), (38, 94)), ((96, 68), (86, 152), (180, 137)),
