@@ -126,33 +126,39 @@ class SingleStagePipeline:
         with self.timer("postprocess"):
             return self.decoder(outputs, boxes)
 
-    def _decode_rows(self, batch: np.ndarray) -> np.ndarray:
+    def _candidate_rows(self, batch: np.ndarray) -> list[np.ndarray]:
+        """One pass of the backend -> per image, its candidate rows [M, D] in letterboxed-input pixels (only the rows
+        that can survive the thresholds are decoded; kapao_decode.decode_candidates)."""
         with self.timer("inference"):
             outputs = self.backend.run(batch)
         with self.timer("postprocess"):
             m = self.meta
-            return kapao_decode.decode(outputs, m.strides, m.anchors, m.num_classes, m.num_keypoints)
+            return [rows for rows, _ in kapao_decode.decode_candidates(outputs, m.strides, m.anchors, m.num_classes,
+                                                                       m.num_keypoints, self.thresholds)]
 
     def _with_tta(self, batch: np.ndarray, boxes) -> list[Poses]:
-        """Rows of every augmentation, in letterboxed-input pixels, concatenated per image before one NMS."""
+        """Candidate rows of every augmentation, in letterboxed-input pixels, concatenated per image (pass after pass:
+        each scale, then its flip when the scale is 1) before one NMS, as the reference concatenates all rows."""
         m = self.meta
-        parts = []
+        nc, k = m.num_classes, m.num_keypoints
+        per_image = [[] for _ in range(len(batch))]
         width = batch.shape[2]
         for scale in self.scales:
             scaled = batch if scale == 1.0 else rescale_input(batch, scale)
-            rows = self._decode_rows(scaled)
-            if scale != 1.0:  # the resize rounds to whole pixels: undo it per axis
-                factor = np.array([round(batch.shape[2] * scale) / batch.shape[2],
-                                   round(batch.shape[1] * scale) / batch.shape[1]], np.float32)
-                rows[..., 0:2] /= factor
-                rows[..., 2:4] /= factor
-                kp = rows[..., 5 + m.num_classes:].reshape(*rows.shape[:-1], m.num_keypoints, 2)
-                rows[..., 5 + m.num_classes:] = (kp / factor).reshape(*rows.shape[:-1], 2 * m.num_keypoints)
-            parts.append(rows)
+            passes = [(self._candidate_rows(scaled), False)]
             if self.flip and scale == 1.0:
-                flipped = self._decode_rows(np.ascontiguousarray(batch[:, :, ::-1]))
-                parts.append(deflip_rows(flipped, width, m.num_classes, m.num_keypoints))
-        rows = np.concatenate(parts, axis=1)
+                passes.append((self._candidate_rows(np.ascontiguousarray(batch[:, :, ::-1])), True))
+            for pass_rows, flipped in passes:
+                for image_rows, rows in zip(per_image, pass_rows):
+                    if scale != 1.0:  # the resize rounds to whole pixels: undo it per axis
+                        factor = np.array([round(batch.shape[2] * scale) / batch.shape[2],
+                                           round(batch.shape[1] * scale) / batch.shape[1]], np.float32)
+                        rows = rows.copy()
+                        rows[:, 0:2] /= factor
+                        rows[:, 2:4] /= factor
+                        kp = rows[:, 5 + nc:].reshape(len(rows), k, 2)
+                        rows[:, 5 + nc:] = (kp / factor).reshape(len(rows), 2 * k)
+                    image_rows.append(deflip_rows(rows, width, nc, k) if flipped else rows)
         with self.timer("postprocess"):
-            return [kapao_decode.postprocess_rows(r, m.num_classes, m.num_keypoints, box, self.thresholds)
-                    for r, box in zip(rows, boxes)]
+            return [kapao_decode.postprocess_rows(np.concatenate(rows), nc, k, box, self.thresholds)
+                    for rows, box in zip(per_image, boxes)]
