@@ -3,6 +3,7 @@ write. Whatever the moment, no file is ever partial under its final name, an eng
 pair unless they belong together, and the rerun ends clean (the dead process's temporaries removed).
 
 Training is killed the same way in tests/test_train_engine.py (test_kill_9_at_a_random_point_then_resume_is_exact).
+All of these spawn processes and build engines: marked slow (part of `make test`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def _rebuild_in_process(onnx: Path, engine: Path) -> None:
     assert EngineSidecar.read(engine).profile["max"][0] == 4  # the new build's
 
 
+@pytest.mark.slow
 def test_kill_9_between_the_engine_and_its_sidecar_is_refused_not_trusted(built):
     """Killed inside the sidecar's write: the new engine is in place, the old sidecar beside it. Loading refuses the
     pair (the sidecar records the old engine's hash) with the rebuild command; the rebuild ends clean."""
@@ -83,6 +85,7 @@ def test_kill_9_between_the_engine_and_its_sidecar_is_refused_not_trusted(built)
     _rebuild_in_process(onnx, engine)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_stopped_at_a_random_moment_of_the_engine_write(built, sig):
     """The signal lands a random few milliseconds after the engine's temporary appears (seeded): the pair under the

@@ -275,6 +275,7 @@ def _complete_under_final_names(run: Path) -> list[Path]:
     return [p for p in run.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, a, b", RANDOM_KILLS, ids=[f"{k}-{a}-{b}" for k, a, b in RANDOM_KILLS])
 def test_kill_9_at_a_random_point_then_resume_is_exact(tmp_path, uninterrupted, kind, a, b):
     """SIGKILL after a random iteration, or inside a random atomic write (the temporary complete, not renamed): no
