@@ -56,13 +56,13 @@ def validate_results(results: list, gt_image_ids: set[int], strict: bool = False
     kept, other, on_skipped = [], [], 0
     for r in results:
         if not isinstance(r, dict) or not {"image_id", "keypoints", "score"} <= r.keys():
-            raise DataError(f"{source}: a result needs image_id, keypoints and score: {str(r)[:80]}")
+            raise DataError(f"{source}: a result needs image_id, keypoints and score: {repr(r)[:80]}")
         image_id = r["image_id"]
         if isinstance(image_id, int) and image_id in skipped_image_ids:
             on_skipped += 1
             continue
         if not isinstance(image_id, int) or isinstance(image_id, bool) or image_id not in gt_image_ids:
-            raise DataError(f"{source}: result for image {str(image_id)[:40]}, which the ground truth does not "
+            raise DataError(f"{source}: result for image {repr(image_id)[:40]}, which the ground truth does not "
                             "contain")
         kps = r["keypoints"]
         if (not isinstance(kps, list) or len(kps) != 3 * NUM_KEYPOINTS or not all(_number(v) for v in kps)
