@@ -9,6 +9,9 @@ and lets the KAPAO pipeline run its test-time scales). Outputs are forward's raw
 The TorchScript-based exporter is used by default: on this machine it exports kapao-tiny in 1.6 s against 18 s for the
 dynamo exporter, writes one self-contained file and gives the same graph after onnxscript's optimiser. The dynamo
 exporter is the fallback where the TorchScript one is gone.
+
+PyTorch is imported only by the functions that export or run a torch model, so the graph utilities here (and engine
+builds from an exported .onnx) work where only onnx is installed, e.g. on a Jetson.
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ import contextlib
 import io
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
-import torch
-from pose_edge.export.graph_input import InGraphPreprocess
 
 from pose_edge import __version__
 from pose_edge.errors import PoseEdgeError
 from pose_edge.fsutil import atomic_write_bytes, temporary_folder
 from pose_edge.model_meta import METADATA_KEY, GraphInfo, ModelMeta, TensorInfo
+
+if TYPE_CHECKING:
+    import torch
 
 OPSET = 19  # DequantizeLinear-19 takes float16 scales (INT8 on an FP16 graph); TensorRT 10+ and TRT-RTX parse it
 FP32_PARITY_TOL = 1e-4  # max |onnx - torch| / max |torch| per output; measured 1e-7 (tiny nets) .. 7e-5 (ResNet-50)
@@ -100,6 +105,8 @@ def describe_io(model: onnx.ModelProto, meta: ModelMeta, input_format: str) -> t
 
 
 def run_torch(wrapper: torch.nn.Module, images: np.ndarray) -> list[np.ndarray]:
+    import torch
+
     with torch.no_grad():
         return [o.float().numpy() for o in wrapper(torch.from_numpy(np.ascontiguousarray(images)))]
 
@@ -124,6 +131,8 @@ def relative_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> 
 
 def _torch_to_onnx(wrapper, images: torch.Tensor, path: Path, names: list[str], dynamic_axes: dict,
                    exporter: str) -> None:
+    import torch
+
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
@@ -145,6 +154,9 @@ def export_onnx(model: torch.nn.Module, meta: ModelMeta, out: str | Path | None 
     [N, H, W, 3] BGR; default two synthetic images); a mismatch above FP32_PARITY_TOL raises PoseEdgeError and writes
     nothing. With `out`, the model is written there atomically.
     """
+    import torch
+    from pose_edge.export.graph_input import InGraphPreprocess
+
     model = model.eval().float()
     dynamic_size = default_dynamic_size(meta) if dynamic_size is None else dynamic_size
     wrapper = InGraphPreprocess(model, meta.input, input_format).eval()

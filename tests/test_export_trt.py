@@ -192,3 +192,27 @@ def test_engine_runs_and_matches_onnx_runtime(precision, synth_data, tmp_path):
     d = distortion(reference, got, info.meta)
     assert d.shift_px < (0.1 if precision != "int8" else 1.0) and d.conf_change < 0.01, d
     assert np.isfinite(np.concatenate([g.ravel() for g in got])).all()
+
+
+NO_TORCH = ("import sys\n"
+            "class NoTorch:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
+            "            raise ImportError('torch is blocked in this test')\n"
+            "sys.meta_path.insert(0, NoTorch())\n"
+            "from pose_edge.cli import main\n"
+            "main(sys.argv[1:])\n")
+
+
+def test_an_engine_builds_from_an_exported_onnx_without_torch(small_models, tmp_path):
+    """On a Jetson the engine is built where it runs, from the exported .onnx, with no PyTorch installed."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorrt_rtx")
+    onnx_path = small_models["det-tiny"][1]
+    engine = tmp_path / "det.engine"
+    done = subprocess.run([sys.executable, "-c", NO_TORCH, "export", str(onnx_path), "--engine", "trt", "--sm", "8.6",
+                           "--out", str(engine)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert engine.is_file() and (tmp_path / "det.engine.json").is_file() and "fp32 engine" in done.stdout
