@@ -28,6 +28,7 @@ import onnx
 from pose_edge.errors import PoseEdgeError
 from pose_edge.export import fp16 as fp16_mod
 from pose_edge.export import int8 as int8_mod
+from pose_edge.export import int8_cpu
 from pose_edge.export.distortion import distortion
 from pose_edge.export.onnx_export import (export_onnx, get_graph_info, load_model, run_onnx, sample_images,
                                           save_model, set_graph_info)
@@ -57,6 +58,8 @@ class ExportResult:
             lines.append(f"  distortion against FP32 on {d.get('measured_on', '?')}: {d['distortion']}")
         if "kept_float" in d:
             lines.append(f"  INT8 layers {d['int8_layers']}, kept in float: {', '.join(d['kept_float']) or 'none'}")
+        if "cpu_kernels" in d:  # target "cpu": what ONNX Runtime's CPU provider runs after fusing the Q/DQ groups
+            lines.append(f"  ONNX Runtime CPU kernels: {', '.join(f'{k} {v}' for k, v in d['cpu_kernels'].items())}")
         if "fp16_kept_fp32" in d and d["fp16_kept_fp32"]:
             lines.append(f"  kept in FP32 (activation range): {', '.join(d['fp16_kept_fp32'])}")
         if self.engine is not None:
@@ -133,7 +136,7 @@ def export_artifact(artifact: str | Path, *, engine: str = "onnx", precision: st
                     method: str = "mse", tolerance: float = int8_mod.DEFAULT_TOLERANCE,
                     max_excluded: float = int8_mod.DEFAULT_MAX_EXCLUDED, compute_capabilities=None,
                     workspace: int | None = None, timing_cache=None, trt_module: str | None = None,
-                    progress: bool = True) -> ExportResult:
+                    progress: bool = True, target: str = "tensorrt") -> ExportResult:
     """Export a run folder / checkpoint (or build an engine from an exported .onnx). See the module docstring."""
     from pose_edge.export.trt_build import DEFAULT_WORKSPACE, build_engine, parse_batch
 
@@ -142,6 +145,11 @@ def export_artifact(artifact: str | Path, *, engine: str = "onnx", precision: st
         raise PoseEdgeError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if precision not in PRECISIONS:
         raise PoseEdgeError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if target not in int8_cpu.TARGETS:
+        raise PoseEdgeError(f"unknown target {target!r}; expected one of {', '.join(int8_cpu.TARGETS)}")
+    if target == "cpu" and (precision != "int8" or engine == "trt"):
+        raise PoseEdgeError("--target cpu makes an INT8 ONNX model for ONNX Runtime's CPU provider: use it with "
+                            "--precision int8 and --engine onnx")
     batch_range = parse_batch(batch) if not isinstance(batch, tuple) else batch
     if precision == "int8" and calib is None and not str(artifact).endswith(".onnx"):
         raise PoseEdgeError("INT8 needs real images to calibrate on: --calib DIR (a data-set folder or a folder of "
@@ -160,7 +168,8 @@ def export_artifact(artifact: str | Path, *, engine: str = "onnx", precision: st
 
         model, meta, ckpt = load_checkpoint_model(artifact)
         run_dir = ckpt.parent
-        onnx_path, engine_path = default_paths(run_dir, meta.preset, precision, engine, out)
+        label = precision if target == "tensorrt" else f"{precision}-{target}"
+        onnx_path, engine_path = default_paths(run_dir, meta.preset, label, engine, out)
         fp32 = export_onnx(model, meta)
         info = get_graph_info(fp32)
         proto = fp32
@@ -171,6 +180,12 @@ def export_artifact(artifact: str | Path, *, engine: str = "onnx", precision: st
             if precision == "fp16":
                 proto, keep = to_fp16(fp32, images)
                 details["fp16_kept_fp32"] = keep
+            elif target == "cpu":
+                from pose_edge.export.calib_data import calibration_images
+
+                proto, cpu_plan = int8_cpu.quantize_for_cpu(fp32, meta, calibration_images(calib, meta, calib_count),
+                                                            count=calib_count, progress=progress)
+                details.update(cpu_plan.summary(), int8_seconds=round(cpu_plan.seconds, 1))
             else:
                 from pose_edge.export.calib_data import calibration_images
 

@@ -99,6 +99,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, info: GraphInfo
                  compute_capabilities: tuple[str, ...] | None = None, rebuild: str = "pose-edge export RUN --engine trt",
                  module: str | None = None) -> EngineSidecar:
     """Build `onnx_path` into `engine_path` (+ sidecar) and return the sidecar. Nothing is written if it fails."""
+    from pose_edge.export.int8_cpu import require_tensorrt_target
+
+    require_tensorrt_target(info, str(onnx_path))
     from pose_edge.runtime.device import gpu_status
 
     trt, trt_name = import_tensorrt(module)
