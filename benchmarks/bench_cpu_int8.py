@@ -85,7 +85,7 @@ def build_graphs(name: str, size: int | None, tmp: Path) -> tuple[dict[str, Path
     graphs: dict[str, onnx.ModelProto] = {"fp32": fp32}
     q, _ = int8.quantize(fp32, meta, iter(calib), count=8, progress=False, sensitivity=False)
     graphs["int8-trt"], graphs["int8-trt-fp32"] = fp16.convert_to_fp16(q), q
-    graphs["int8-cpu"], _ = int8_cpu.quantize_for_cpu(fp32, meta, iter(calib), count=8, check_images=2,
+    graphs["int8-cpu"], _ = int8_cpu.quantize_for_cpu(fp32, meta, iter(calib), count=8,
                                                       progress=False)
     rewritten, _ = int8_cpu.prepare_fp32(fp32, calib[:1])
     heads = int8_cpu.float_nodes(rewritten)

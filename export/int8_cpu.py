@@ -42,17 +42,18 @@ import numpy as np
 import onnx
 
 from pose_edge.errors import PoseEdgeError
-from pose_edge.export.distortion import distortion
+from pose_edge.export.onnx_export import relative_error, run_onnx
 from pose_edge.export.subpixel import rewrite_conv_transpose
 from pose_edge.runtime.graph_meta import GraphInfo
 from pose_edge.runtime.meta import ModelMeta
 
 TARGETS = ("tensorrt", "cpu")
 REWRITE_PARITY_TOL = 1e-4  # max |rewritten - original| / max |original|; measured 6e-7 on sb-r50-256x192
-CALIB_BATCH = 8
-# ops whose integer kernels the CPU provider fuses a Q/DQ group into, as they appear after its optimisation
-INTEGER_KERNELS = ("QLinearConv", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearConcat",
-                   "QLinearAveragePool", "QLinearLeakyRelu", "QLinearGlobalAveragePool")
+# A calibration batch holds at most this many input pixels (8 crops of 256x256): the calibrating session holds a
+# batch's activations while it runs (kapao-s at 1280: about 1.5 GB of float tensors per image). It keeps only each
+# tensor's min and max per batch. (CalibMaxIntermediateOutputs is not used: onnxruntime 1.31.1's MinMax calibrator
+# drops the collected batches without merging their ranges when that limit is reached.)
+CALIB_PIXELS = 8 * 256 * 256
 
 
 def require_tensorrt_target(info: GraphInfo, source: str = "this graph") -> None:
@@ -72,13 +73,12 @@ class CpuInt8Plan:
     quantized: list[str]
     kept_float: list[str]
     kernels: dict[str, int] = field(default_factory=dict)
-    cost: float | None = None
     seconds: float = 0.0
 
     def summary(self) -> dict:
         return {"target": "cpu", "int8_layers": len(self.quantized), "kept_float": self.kept_float,
                 "calibration": f"minmax (onnxruntime), {self.calibration_images} images",
-                "distortion": self.cost, "deconv_as_subpixel": self.rewritten, "cpu_kernels": self.kernels}
+                "deconv_as_subpixel": self.rewritten, "cpu_kernels": self.kernels}
 
 
 def _session(model: onnx.ModelProto | str, optimized: str | None = None):
@@ -92,18 +92,11 @@ def _session(model: onnx.ModelProto | str, optimized: str | None = None):
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
-def _run(model: onnx.ModelProto, images: np.ndarray) -> list[np.ndarray]:
-    session = _session(model)
-    name = session.get_inputs()[0].name
-    return [o.astype(np.float32) for o in session.run(None, {name: images})]
-
-
 def prepare_fp32(fp32: onnx.ModelProto, images: np.ndarray) -> tuple[onnx.ModelProto, list[str]]:
     """The FP32 graph with its ConvTransposes rewritten, checked against the original on `images` (uint8 NHWC)."""
     rewritten, names = rewrite_conv_transpose(fp32)
     if names:
-        ref, got = _run(fp32, images), _run(rewritten, images)
-        err = max(float(np.abs(g - r).max() / max(float(np.abs(r).max()), 1e-12)) for r, g in zip(ref, got))
+        err = relative_error(run_onnx(fp32, images), run_onnx(rewritten, images))
         if err > REWRITE_PARITY_TOL:
             raise PoseEdgeError(f"the sub-pixel rewrite of {', '.join(names)} changed the FP32 outputs by {err:.1e} "
                                 f"(more than {REWRITE_PARITY_TOL:.0e}); export with --target tensorrt")
@@ -163,8 +156,7 @@ def quantize_qdq(model: onnx.ModelProto, batches: Iterable[np.ndarray], exclude:
         activation = QuantType.QInt8 if signed_activations else QuantType.QUInt8
         quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=activation,
                         weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=False,
-                        nodes_to_exclude=list(exclude), calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"CalibMaxIntermediateOutputs": 4})
+                        nodes_to_exclude=list(exclude), calibrate_method=CalibrationMethod.MinMax)
         quantized = onnx.load(str(out))
     if seen == 0:
         raise PoseEdgeError("no calibration images were read")
@@ -208,31 +200,21 @@ def cpu_kernels(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def quantize_for_cpu(fp32: onnx.ModelProto, meta: ModelMeta, images: Iterable[np.ndarray], *, count: int = 300,
-                     check_images: int = 16, keep_float: Iterable[str] = (), progress: bool = True
-                     ) -> tuple[onnx.ModelProto, CpuInt8Plan]:
+                     keep_float: Iterable[str] = (), progress: bool = True) -> tuple[onnx.ModelProto, CpuInt8Plan]:
     """FP32 graph + calibration images (uint8 [H, W, 3], prepared for the network) -> CPU-target QDQ graph, plan.
 
-    The first `check_images` calibration images also check the sub-pixel rewrite and measure the distortion of the
-    result against FP32 (export/distortion.py). `keep_float` names FP32-graph nodes to leave out of INT8 besides the
-    heads.
+    The first calibration image also checks the sub-pixel rewrite. `keep_float` names FP32-graph nodes to leave out
+    of INT8 besides float_nodes(). The distortion against FP32 is measured by the caller, as for every precision.
     """
     from pose_edge.export.calib_data import batches
+    from pose_edge.export.int8 import QUANTIZED_OPS
     from pose_edge.export.progress import progress_bar
 
     start = time.perf_counter()
-    kept: list[np.ndarray] = []
-
-    def keep_some(it):
-        for image in it:
-            if len(kept) < check_images:
-                kept.append(image)
-            yield image
-
-    stream = keep_some(images)
+    stream = iter(images)
     first = next(stream, None)
     if first is None:
         raise PoseEdgeError("no calibration images were read")
-    # the rewrite is checked on the first image before calibration begins
     prepared, rewritten = prepare_fp32(fp32, first[None])
     exclude = list(dict.fromkeys([*float_nodes(prepared), *keep_float]))
 
@@ -241,17 +223,12 @@ def quantize_for_cpu(fp32: onnx.ModelProto, meta: ModelMeta, images: Iterable[np
         yield from stream
 
     with progress_bar(f"calibrating {meta.preset} for the CPU (minmax)", count, enabled=progress) as advance:
-        quantized, seen = quantize_qdq(prepared, batches(all_images(), CALIB_BATCH), exclude, on_batch=advance)
+        per_batch = max(1, min(8, CALIB_PIXELS // (first.shape[0] * first.shape[1])))
+        quantized, seen = quantize_qdq(prepared, batches(all_images(), per_batch), exclude, on_batch=advance)
     integer_depth_to_space(quantized)
     names = {n.name for n in prepared.graph.node}
-    from pose_edge.export.int8 import QUANTIZED_OPS
-
     convs = [n.name for n in prepared.graph.node if n.op_type in QUANTIZED_OPS]
-    plan = CpuInt8Plan(calibration_images=seen, rewritten=rewritten,
-                       quantized=[c for c in convs if c not in exclude],
-                       kept_float=[e for e in exclude if e in names])
-    check = np.stack(kept)
-    plan.cost = round(distortion(_run(fp32, check), _run(quantized, check), meta).cost, 5)
-    plan.kernels = cpu_kernels(quantized)
-    plan.seconds = time.perf_counter() - start
+    plan = CpuInt8Plan(calibration_images=seen, rewritten=rewritten, quantized=[c for c in convs if c not in exclude],
+                       kept_float=[e for e in exclude if e in names], kernels=cpu_kernels(quantized),
+                       seconds=time.perf_counter() - start)
     return quantized, plan

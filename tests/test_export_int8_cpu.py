@@ -77,8 +77,7 @@ def sb_cpu(synth_data):
 
     model, meta = preset_model("sb-r18-128x96")
     fp32 = export_onnx(model, meta)
-    q, plan = int8_cpu.quantize_for_cpu(fp32, meta, calibration_images(synth_data, meta, 16), count=16,
-                                        check_images=8, progress=False)
+    q, plan = int8_cpu.quantize_for_cpu(fp32, meta, calibration_images(synth_data, meta, 16), count=16, progress=False)
     return fp32, q, plan, meta
 
 
@@ -112,20 +111,43 @@ def test_cpu_graph_is_u8s8_per_channel(sb_cpu):
 
 
 def test_cpu_graph_agrees_with_fp32(sb_cpu, synth_data):
-    """Parity on held-out crops: the decoded keypoints of the INT8 graph against FP32's, measured the way the export
-    measures every precision (export/distortion.py). Random weights make flat heatmaps whose argmax jumps; this bound
-    sits at twice what was measured here (a trained sb-r18-128x96 is in benchmarks/results)."""
+    """Parity on held-out crops, measured the way the export measures every precision (export/distortion.py), against
+    a yardstick: the TensorRT-target INT8 graph of the same model on the same calibration images. Random weights make
+    flat heatmaps whose argmax jumps, so absolute keypoint shifts say little here (a trained sb-r18-128x96's AP cost
+    is in benchmarks/results/cpu_int8-*.md); measured here: CPU graph cost 0.09 and output correlation 0.9991,
+    TensorRT graph cost 0.55 and correlation 0.88."""
+    from pose_edge.export import fp16, int8
     from pose_edge.export.calib_data import calibration_images
     from pose_edge.export.distortion import distortion
 
     fp32, q, plan, meta = sb_cpu
+    trt, _ = int8.quantize(fp32, meta, calibration_images(synth_data, meta, 16), count=16, progress=False,
+                           sensitivity=False)
     held_out = np.stack(list(calibration_images(synth_data, meta, 16, seed=7)))
     ref, got = run_onnx(fp32, held_out), run_onnx(q, held_out)
+    yardstick = run_onnx(fp16.convert_to_fp16(trt), held_out)
     assert got[0].dtype == np.float32 and got[0].shape == ref[0].shape
-    d = distortion(ref, got, meta)
-    assert d.cost < 0.1 and d.conf_change < 0.05, d
-    corr = np.corrcoef(ref[0].ravel(), got[0].ravel())[0, 1]
-    assert corr > 0.99, corr
+    d, d_trt = distortion(ref, got, meta), distortion(ref, yardstick, meta)
+    assert d.cost < 0.5 * d_trt.cost and d.shift_px < 0.5 * d_trt.shift_px, (d, d_trt)
+    assert np.corrcoef(ref[0].ravel(), got[0].ravel())[0, 1] > 0.995
+
+
+def test_cpu_graph_of_kapao_keeps_silu_and_concat_integer(synth_data):
+    """KAPAO's SiLU (Sigmoid, Mul), Concat, Add and MaxPool run as integer kernels too; only the four heads in float."""
+    from pose_edge.export.calib_data import calibration_images
+
+    model, meta = preset_model("kapao-tiny")
+    fp32 = export_onnx(model, meta)
+    q, plan = int8_cpu.quantize_for_cpu(fp32, meta, calibration_images(synth_data, meta, 8), count=8, progress=False)
+    kernels = plan.kernels
+    count = lambda op: sum(n.op_type == op for n in fp32.graph.node)  # noqa: E731
+    assert kernels["QLinearConv"] == count("Conv") - 4 and kernels.get("Conv", 0) == 4
+    assert kernels["QLinearSigmoid"] == count("Sigmoid") and "Sigmoid" not in kernels and "QuickGelu" not in kernels
+    # the stem's space-to-depth Concat reads the image before the first Conv: it stays with the float preprocessing
+    assert kernels["QLinearConcat"] == count("Concat") - 1 and kernels["QLinearAdd"] == count("Add")
+    assert kernels.get("DequantizeLinear", 0) == 4  # one per head input
+    images = sample_images(meta, 2)
+    assert [o.shape for o in run_onnx(q, images)] == [o.shape for o in run_onnx(fp32, images)]
 
 
 @pytest.fixture(scope="module")
