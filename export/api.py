@@ -7,11 +7,14 @@ Steps, each of which raises PoseEdgeError with one line and writes nothing when 
     1. the checkpoint's model -> FP32 ONNX, checked against PyTorch (export/onnx_export.py);
     2. fp16: the FP16-typed graph, keeping in FP32 any node whose FP32 activations reach FP16's range on the sample
        images (export/fp16.py), with the decoded-output distortion against FP32 recorded;
-       int8: calibration on real images, per-layer sensitivity, Q/DQ on the FP16 graph (export/int8.py);
+       int8: calibration on real images, per-layer sensitivity, Q/DQ on the FP16 graph (export/int8.py); with
+       target "cpu" instead a U8S8 Q/DQ graph that ONNX Runtime's CPU provider runs on integer kernels
+       (export/int8_cpu.py), which no engine is built from;
     3. the ONNX is written atomically; with engine "trt" the engine and its sidecar are built from it
        (export/trt_build.py);
     4. with `val`, the COCO AP of FP32, FP16 and INT8 side by side through the model's runtime pipeline.
-Default paths: RUN/export/<preset>-<precision>.onnx and .engine (+ .engine.json).
+Default paths: RUN/export/<preset>-<precision>.onnx (<preset>-int8-cpu.onnx for the CPU target) and .engine
+(+ .engine.json).
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ def require_tensorrt_target(info: GraphInfo, source: str = "this graph") -> None
 
 @dataclass
 class CpuInt8Plan:
-    """What the CPU-target quantization did, recorded in the model's metadata."""
+    """What the CPU-target quantization did, recorded in the model's metadata. quantized / kept_float: the Conv
+    layers in INT8 / in float (the in-graph preprocessing is in float too and not listed)."""
 
     calibration_images: int
     rewritten: list[str]
@@ -226,9 +227,8 @@ def quantize_for_cpu(fp32: onnx.ModelProto, meta: ModelMeta, images: Iterable[np
         per_batch = max(1, min(8, CALIB_PIXELS // (first.shape[0] * first.shape[1])))
         quantized, seen = quantize_qdq(prepared, batches(all_images(), per_batch), exclude, on_batch=advance)
     integer_depth_to_space(quantized)
-    names = {n.name for n in prepared.graph.node}
     convs = [n.name for n in prepared.graph.node if n.op_type in QUANTIZED_OPS]
     plan = CpuInt8Plan(calibration_images=seen, rewritten=rewritten, quantized=[c for c in convs if c not in exclude],
-                       kept_float=[e for e in exclude if e in names], kernels=cpu_kernels(quantized),
+                       kept_float=[c for c in convs if c in exclude], kernels=cpu_kernels(quantized),
                        seconds=time.perf_counter() - start)
     return quantized, plan
