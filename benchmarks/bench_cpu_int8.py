@@ -38,25 +38,16 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from record import cpu_model_and_flags, default_path, save
 
 DEFAULT_PRESETS = ("sb-r50-256x192", "kapao-s@640")
-GRAPHS = ("fp32", "int8-trt", "int8-trt-fp32", "int8-cpu", "cpu-s8s8", "cpu-per-tensor", "cpu-no-subpixel")
 ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx_vnni_int8", "amx_int8", "asimddp", "i8mm")
 
 
 def machine() -> dict:
     import onnxruntime
 
-    cpu, flags = "unknown", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            key = line.split(":", 1)[0].strip()
-            if key in ("model name", "Hardware") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if key in ("flags", "Features"):
-                flags |= set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    cpu, flags = cpu_model_and_flags()
     return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(),
             "integer_isa": [f for f in ISA_FLAGS if f in flags], "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -204,12 +195,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     record = bench(args.presets.split(","), [int(t) for t in args.threads.split(",")], args.repeat)
-    out = Path(args.out or Path(__file__).parent / "results" / f"cpu_int8-{socket.gethostname()}.json")
-    from pose_edge.fsutil import atomic_write_json, atomic_write_text
-
-    atomic_write_json(out, record, indent=2)
-    atomic_write_text(out.with_suffix(".md"), to_markdown(record) + "\n")
-    print(to_markdown(record))
+    save(record, args.out or default_path("cpu_int8"), to_markdown)
     return 0
 
 
