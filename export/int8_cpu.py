@@ -4,8 +4,8 @@ The default INT8 graph (export/int8.py, target "tensorrt") is what TensorRT's ex
 INT8 Q/DQ on the inputs of each Conv only, on an FP16-typed graph. ONNX Runtime's CPU provider runs that graph in
 float: it fuses DequantizeLinear -> Conv -> QuantizeLinear into an integer QLinearConv only when the Conv's output is
 quantized too, only for uint8 activations on x86 (its QDQ selectors accept int8 activations on Arm builds only), and it
-has no FP16 kernels for most ops, so it casts around each of them. Profiles of sb-r50-256x192 and kapao-s are in
-benchmarks/results/cpu_int8-*.md. This module writes the graph the CPU provider wants instead:
+has no FP16 kernels for most ops, so it casts around each of them. The profiles that show it, and the speed and AP
+of both targets, are in benchmarks/results/cpu_int8.md. This module writes the graph the CPU provider wants instead:
 
     - the FP32 graph's ConvTransposes become sub-pixel Convs + DepthToSpace (export/subpixel.py, an exact rewrite,
       checked against the original), because the CPU provider has no integer transposed convolution;
@@ -175,7 +175,7 @@ def integer_depth_to_space(model: onnx.ModelProto) -> int:
         dq = producer.get(d2s.input[0])
         if dq is None or dq.op_type != "DequantizeLinear" or readers[dq.output[0]] != 1:
             continue
-        if any(a.name == "axis" for a in dq.attribute) and _is_per_channel(g, dq):
+        if _is_per_channel(g, dq):
             continue
         quantized_in, float_out = dq.input[0], d2s.output[0]
         d2s.input[0], d2s.output[0] = quantized_in, f"{float_out}__int8"
@@ -187,6 +187,7 @@ def integer_depth_to_space(model: onnx.ModelProto) -> int:
 
 
 def _is_per_channel(g: onnx.GraphProto, dq: onnx.NodeProto) -> bool:
+    """Whether the DequantizeLinear's scale is not a scalar initialiser (then it is not moved)."""
     scale = next((t for t in g.initializer if t.name == dq.input[1]), None)
     return scale is None or len(scale.dims) > 0
 
