@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from record import cpu_model_and_flags, default_path, save
 
 DEFAULT_PRESETS = ("sb-r18-128x96", "kapao-tiny", "det-tiny", "sb-r50-256x192", "kapao-s")
 
@@ -34,11 +35,7 @@ DEFAULT_PRESETS = ("sb-r18-128x96", "kapao-tiny", "det-tiny", "sb-r50-256x192", 
 def machine() -> dict:
     import onnxruntime
 
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu, _ = cpu_model_and_flags()
     return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "onnxruntime": onnxruntime.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -124,12 +121,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     record = bench(args.presets.split(","), [int(b) for b in args.batches.split(",")], args.repeat)
-    out = Path(args.out or Path(__file__).parent / "results" / f"onnx_vs_torch-{socket.gethostname()}.json")
-    from pose_edge.fsutil import atomic_write_json, atomic_write_text
-
-    atomic_write_json(out, record, indent=2)
-    atomic_write_text(out.with_suffix(".md"), to_markdown(record) + "\n")
-    print(to_markdown(record))
+    save(record, args.out or default_path("onnx_vs_torch"), to_markdown)
     return 0
 
 

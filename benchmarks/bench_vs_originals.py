@@ -220,7 +220,7 @@ def kapao_original(kapao, grids, data, imgs, shapes):
         return kapao.post_process_batch(data, imgs, [], shapes, person_dets, kp_dets)
 
 
-def kapao_compare(ours: list[Poses], theirs, image_sizes) -> dict:
+def kapao_compare(ours: list, theirs, image_sizes) -> dict:
     """Check that both give the same poses, after applying the original's clipping and rounding to ours."""
     bboxes, poses, scores, ids, _ = theirs
     ids = np.asarray(ids)

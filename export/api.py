@@ -7,11 +7,14 @@ Steps, each of which raises PoseEdgeError with one line and writes nothing when 
     1. the checkpoint's model -> FP32 ONNX, checked against PyTorch (export/onnx_export.py);
     2. fp16: the FP16-typed graph, keeping in FP32 any node whose FP32 activations reach FP16's range on the sample
        images (export/fp16.py), with the decoded-output distortion against FP32 recorded;
-       int8: calibration on real images, per-layer sensitivity, Q/DQ on the FP16 graph (export/int8.py);
+       int8: calibration on real images, per-layer sensitivity, Q/DQ on the FP16 graph (export/int8.py); with
+       target "cpu" instead a U8S8 Q/DQ graph that ONNX Runtime's CPU provider runs on integer kernels
+       (export/int8_cpu.py), which no engine is built from;
     3. the ONNX is written atomically; with engine "trt" the engine and its sidecar are built from it
        (export/trt_build.py);
     4. with `val`, the COCO AP of FP32, FP16 and INT8 side by side through the one evaluation path.
-Default paths: RUN/export/<preset>-<precision>.onnx and .engine (+ .engine.json).
+Default paths: RUN/export/<preset>-<precision>.onnx (<preset>-int8-cpu.onnx for the CPU target) and .engine
+(+ .engine.json).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 import onnx
 from pose_edge.export import fp16 as fp16_mod
 from pose_edge.export import int8 as int8_mod
+from pose_edge.export import int8_cpu
 from pose_edge.export.distortion import distortion
 from pose_edge.export.onnx_export import (
     export_onnx,
@@ -66,6 +70,8 @@ class ExportResult:
             lines.append(f"  distortion against FP32 on {d.get('measured_on', '?')}: {d['distortion']}")
         if "kept_float" in d:
             lines.append(f"  INT8 layers {d['int8_layers']}, kept in float: {', '.join(d['kept_float']) or 'none'}")
+        if "cpu_kernels" in d:  # target "cpu": what ONNX Runtime's CPU provider runs after fusing the Q/DQ groups
+            lines.append(f"  ONNX Runtime CPU kernels: {', '.join(f'{k} {v}' for k, v in d['cpu_kernels'].items())}")
         if "fp16_kept_fp32" in d and d["fp16_kept_fp32"]:
             lines.append(f"  kept in FP32 (activation range): {', '.join(d['fp16_kept_fp32'])}")
         if self.engine is not None:
@@ -172,12 +178,13 @@ def export_artifact(artifact: str | Path, *, engine: str = "onnx", precision: st
                     method: str = "mse", tolerance: float = int8_mod.DEFAULT_TOLERANCE,
                     max_excluded: float = int8_mod.DEFAULT_MAX_EXCLUDED, compute_capabilities=None,
                     workspace: int | None = None, timing_cache=None, trt_module: str | None = None,
-                    progress: bool = True) -> ExportResult:
+                    progress: bool = True, target: str = "tensorrt") -> ExportResult:
     """Export a run folder / checkpoint (or build an engine from an exported .onnx). See the module docstring.
 
     precision: None for fp32 from a checkpoint, or an .onnx input's own precision; from an .onnx, any other value is
-    refused (an engine has its graph's precision). Outputs that would overwrite an input are refused, and every output
-    path is checked writable before the work starts."""
+    refused (an engine has its graph's precision). target: "tensorrt" (the Q/DQ graph TensorRT builds) or "cpu" (an
+    INT8 graph ONNX Runtime's CPU provider runs on integer kernels). Outputs that would overwrite an input are
+    refused, and every output path is checked writable before the work starts."""
     from pose_edge.export.trt_build import DEFAULT_WORKSPACE, build_engine, parse_batch
 
     start = time.perf_counter()
@@ -185,6 +192,11 @@ def export_artifact(artifact: str | Path, *, engine: str = "onnx", precision: st
         raise PoseEdgeError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if precision is not None and precision not in PRECISIONS:
         raise PoseEdgeError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if target not in int8_cpu.TARGETS:
+        raise PoseEdgeError(f"unknown target {target!r}; expected one of {', '.join(int8_cpu.TARGETS)}")
+    if target == "cpu" and (precision != "int8" or engine == "trt"):
+        raise PoseEdgeError("--target cpu makes an INT8 ONNX model for ONNX Runtime's CPU provider: use it with "
+                            "--precision int8 and --engine onnx")
     batch_range = parse_batch(batch) if not isinstance(batch, tuple) else batch
     if precision == "int8" and calib is None and not str(artifact).endswith(".onnx"):
         raise PoseEdgeError("INT8 needs real images to calibrate on: --calib DIR (a data-set folder or a folder of "
@@ -218,7 +230,8 @@ def export_artifact(artifact: str | Path, *, engine: str = "onnx", precision: st
         precision = precision or "fp32"
         model, meta, ckpt = load_checkpoint_model(artifact)
         run_dir = ckpt.parent
-        onnx_path, engine_path = default_paths(run_dir, meta.preset, precision, engine, out)
+        label = precision if target == "tensorrt" else f"{precision}-{target}"
+        onnx_path, engine_path = default_paths(run_dir, meta.preset, label, engine, out)
         outputs = [onnx_path] + ([engine_path, sidecar_path(engine_path)] if engine_path else [])
         refuse_overwriting_inputs(outputs, [ckpt, *(run_dir / name for name in RUN_FILES),
                                             *([Path(calib)] if calib and Path(calib).is_file() else []),
@@ -235,6 +248,12 @@ def export_artifact(artifact: str | Path, *, engine: str = "onnx", precision: st
             if precision == "fp16":
                 proto, keep = to_fp16(fp32, images)
                 details["fp16_kept_fp32"] = keep
+            elif target == "cpu":
+                from pose_edge.export.calib_data import calibration_images
+
+                proto, cpu_plan = int8_cpu.quantize_for_cpu(fp32, meta, calibration_images(calib, meta, calib_count),
+                                                            count=calib_count, progress=progress)
+                details.update(cpu_plan.summary(), int8_seconds=round(cpu_plan.seconds, 1))
             else:
                 from pose_edge.export.calib_data import calibration_images
 

@@ -100,7 +100,10 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, info: GraphInfo
                  compute_capabilities: tuple[str, ...] | None = None, rebuild: str = "pose-edge export RUN --engine trt",
                  module: str | None = None) -> EngineSidecar:
     """Build `onnx_path` into `engine_path` (+ sidecar) and return the sidecar. Nothing is written if it fails."""
+    from pose_edge.export.int8_cpu import require_tensorrt_target
     from pose_edge.runtime.gpu import gpu_status
+
+    require_tensorrt_target(info, str(onnx_path))
 
     trt, trt_name = import_tensorrt(module)
     has_gpu, why = gpu_status()

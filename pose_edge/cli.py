@@ -284,16 +284,20 @@ def _with_progress(run, description: str, enabled: bool = True):
               help="TensorRT workspace limit in MiB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TensorRT timing cache file, read and updated (full TensorRT only).")
+@click.option("--target", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True,
+              help="INT8 graph for: tensorrt (symmetric Q/DQ on FP16, for engines) or cpu (U8S8 Q/DQ that ONNX "
+              "Runtime's CPU provider runs on integer kernels).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def export_cmd(artifact, engine, precision, calib, calib_count, val_dir, batch, out, calib_method,
-               compute_capabilities, workspace, timing_cache, as_json):
+               compute_capabilities, workspace, timing_cache, target, as_json):
     """Export ARTIFACT (a run folder or checkpoint; or an .onnx to build an engine from) to ONNX / TensorRT."""
     from pose_edge.export.api import export_artifact, format_table
 
     ccs = tuple(c.strip() for c in compute_capabilities.split(",")) if compute_capabilities else None
     result = export_artifact(artifact, engine=engine, precision=precision, calib=calib, calib_count=calib_count,
                              val=val_dir, batch=batch, out=out, method=calib_method, compute_capabilities=ccs,
-                             workspace=workspace << 20, timing_cache=timing_cache, progress=not as_json)
+                             workspace=workspace << 20, timing_cache=timing_cache, progress=not as_json,
+                             target=target)
     if as_json:
         click.echo(json.dumps({"onnx": str(result.onnx), "engine": str(result.engine) if result.engine else None,
                                "graph": result.info.to_dict(), "ap": result.ap, "seconds": round(result.seconds, 2)},

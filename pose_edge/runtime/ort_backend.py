@@ -1,6 +1,6 @@
 """ONNX Runtime backend: an exported .onnx (FP32, FP16 or INT8 Q/DQ) as a Backend.
 
-Reads the pose-edge metadata inside the model (pose_edge.runtime.graph_meta), feeds the graph the input format it
+Reads the pose-edge metadata inside the model (pose_edge.model_meta), feeds the graph the input format it
 declares and returns the outputs as float32 numpy arrays, batch-first, in forward's order. FP16 graphs return FP16
 outputs (what a GPU decoder reads most cheaply); they are widened here because the NumPy decoders work in float32.
 """
