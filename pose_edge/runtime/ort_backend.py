@@ -60,6 +60,7 @@ class OrtBackend:
                                 f"{self.providers[0]} ({why}); use device='cpu'")
         self.info = GraphInfo.from_metadata_map(self.session.get_modelmeta().custom_metadata_map, str(self.path))
         self.meta = self.info.meta
+        self.dynamic_size = self.info.dynamic_size  # H, W other than meta.input: multiples of the largest stride
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
 

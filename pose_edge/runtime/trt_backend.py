@@ -46,6 +46,7 @@ class TrtBackend:
         self.sidecar = EngineSidecar.read(self.path)
         self.info = self.sidecar.graph_info
         self.meta = self.info.meta
+        self.dynamic_size = False  # the build fixes H and W at the model's input size (export/trt_build.py)
         ok, why = gpu_status()
         if not ok:
             raise ArtifactError(f"{self.path}: a TensorRT engine needs an NVIDIA GPU ({why}); run the ONNX model "
