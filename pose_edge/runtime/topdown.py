@@ -41,7 +41,8 @@ def flip_back(heatmaps: np.ndarray, flip_perm=FLIP_PERM, shift: bool = False) ->
     """Heatmaps [N, K, h, w] of left-right flipped crops -> heatmaps of the original crops.
 
     Reverses the W axis and swaps left/right channels. shift=True also moves the result one column to the right
-    (column 0 keeps its value), the reference's correction for its x_hm = x_in / 4 convention; not needed here.
+    (column 0 keeps its value), Simple Baselines' correction for its x_hm = x_in / 4 convention (the codec's
+    flip_shift says when); ours and DarkPose's need none.
     """
     out = heatmaps[:, list(flip_perm), :, ::-1]
     if shift:
