@@ -147,7 +147,7 @@ SB_CASES = [  # (config under experiments/coco, preset); the first is checked in
 DARK_CASES = [  # (config, preset or None: decoding only)
     ("resnet/res50_256x192_d256x3_adam_lr1e-3.yaml", "sb-r50-256x192"),
     ("resnet/res50_384x288_d256x3_adam_lr1e-3.yaml", None),
-    ("resnet/res50_128x96_d256x3_adam_lr1e-3.yaml", None),
+    ("resnet/res50_128x96_d256x3_adam_lr1e-3.yaml", "sb-r50-128x96"),
 ]
 FLIP_PAIRS = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
 
