@@ -660,8 +660,9 @@ def commit_of(checkout: Path) -> str:
 def write_report(path: Path, runs: list, before: dict, seconds: float) -> None:
     lines = ["# `pose-edge import` checked against the original code", "",
              "Written by `scripts/check_against_originals.py`. Raw outputs must match to 0 in FP32; keypoints within "
-             "0.1 px of the original post-processing in the original's geometry. Rows marked *info* are reported, "
-             "not checked.", "",
+             "0.1 px of the original post-processing, through pose-edge's own pipelines driven by the imported "
+             "model's meta (its geometry convention); crops and letterboxed inputs to a grey level or two. Rows "
+             "marked *info* are reported, not checked.", "",
              f"Machine: {before['cpu']}, {before['cores']} cores, {before['system']}; Python {before['python']}, "
              f"torch {before['torch']}, numpy {before['numpy']}, OpenCV {before['cv2']}, PyYAML {before['yaml']}. "
              f"Load average at the start {before['load'][0]:.1f} / {before['load'][1]:.1f} / {before['load'][2]:.1f} "
