@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 EXTRAS ?= train,trt,dev
 STAMP  := $(VENV)/.pose-edge-installed
 
-.PHONY: demo test venv clean-venv
+.PHONY: demo test test-accuracy venv clean-venv
 
 venv: $(STAMP)
 
@@ -19,8 +19,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
+# Behaviour tests: everything but the minutes-long trainings that show the small presets learn.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not accuracy"
+
+# The small presets learn: trainings of a few minutes each, scored with pycocotools on unseen images.
+test-accuracy: $(STAMP)
+	$(PY) -m pytest -m accuracy
 
 clean-venv:
 	rm -rf $(VENV)

@@ -17,7 +17,6 @@ Default paths: RUN/export/<preset>-<precision>.onnx and .engine (+ .engine.json)
 from __future__ import annotations
 
 import shlex
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,9 @@ from pose_edge.export.onnx_export import (
 )
 
 from pose_edge.errors import PoseEdgeError
+from pose_edge.fsutil import check_writable, temporary_folder
 from pose_edge.model_meta import GraphInfo, ModelMeta
+from pose_edge.runtime.engine_sidecar import sidecar_path
 
 ENGINES = ("onnx", "trt")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -49,6 +50,7 @@ FP16_SAFE_RANGE = 16384.0  # a quarter of FP16's largest value: activations beyo
 class ExportResult:
     onnx: Path
     info: GraphInfo
+    onnx_written: bool = True  # False when the ONNX was the input (an engine built from it)
     engine: Path | None = None
     sidecar: object | None = None
     seconds: float = 0.0
@@ -56,7 +58,8 @@ class ExportResult:
 
     def summary(self) -> str:
         d = self.info.details
-        lines = [f"wrote {self.onnx} ({self.info.meta.preset}, {self.info.precision}, input "
+        verb = "wrote" if self.onnx_written else "from"
+        lines = [f"{verb} {self.onnx} ({self.info.meta.preset}, {self.info.precision}, input "
                  f"{self.info.input.dtype} {self.info.input.layout} BGR, outputs "
                  f"{', '.join(o.name for o in self.info.outputs)} {self.info.outputs[0].dtype})"]
         if "distortion" in d:
@@ -67,11 +70,42 @@ class ExportResult:
             lines.append(f"  kept in FP32 (activation range): {', '.join(d['fp16_kept_fp32'])}")
         if self.engine is not None:
             s = self.sidecar
-            lines.append(f"wrote {self.engine} ({s.trt_module} {s.trt_version}, compute capability "
+            lines.append(f"wrote {self.engine} ({s.precision} engine, {s.trt_module} {s.trt_version}, compute capability "
                          f"{', '.join(s.compute_capabilities)}, batch {s.profile['min'][0]}:{s.profile['opt'][0]}:"
                          f"{s.profile['max'][0]}, built in {s.build_seconds:.1f} s)")
         lines.append(f"done in {self.seconds:.1f} s")
         return "\n".join(lines)
+
+
+RUN_FILES = ("last.pt", "best.pt", "meta.json", "args.json", "metrics.csv", "metrics.png")  # what training writes
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+def graph_precision(proto: onnx.ModelProto) -> str:
+    """The precision a graph really has, from its nodes and tensors (not its metadata): "int8" with Q/DQ nodes,
+    "fp16" with FP16 weights or outputs, else "fp32". An engine is built in exactly this precision."""
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
+        return "int8"
+    half = onnx.TensorProto.FLOAT16
+    if (any(t.data_type == half for t in proto.graph.initializer)
+            or any(o.type.tensor_type.elem_type == half for o in proto.graph.output)):
+        return "fp16"
+    return "fp32"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return a.samefile(b)
+    return a.resolve() == b.resolve()
+
+
+def refuse_overwriting_inputs(outputs, inputs) -> None:
+    """PoseEdgeError if an output path names an input of the export (the checkpoint, a run folder's own files, the
+    source ONNX, calibration or timing-cache files): an export must never destroy what it was made from."""
+    for out in outputs:
+        for inp in inputs:
+            if _same_file(Path(out), Path(inp)):
+                raise PoseEdgeError(f"the export would overwrite its own input {inp}; choose another --out")
 
 
 def default_paths(run_dir: Path, preset: str, precision: str, engine: str, out: str | Path | None
@@ -133,39 +167,64 @@ def _measure_images(meta: ModelMeta, calib, count: int) -> tuple[np.ndarray, str
     return np.stack(images), f"{len(images)} calibration images"
 
 
-def export_artifact(artifact: str | Path, *, engine: str = "onnx", precision: str = "fp32", calib=None,
+def export_artifact(artifact: str | Path, *, engine: str = "onnx", precision: str | None = None, calib=None,
                     calib_count: int = 300, val=None, batch: str | tuple | None = None, out=None,
                     method: str = "mse", tolerance: float = int8_mod.DEFAULT_TOLERANCE,
                     max_excluded: float = int8_mod.DEFAULT_MAX_EXCLUDED, compute_capabilities=None,
                     workspace: int | None = None, timing_cache=None, trt_module: str | None = None,
                     progress: bool = True) -> ExportResult:
-    """Export a run folder / checkpoint (or build an engine from an exported .onnx). See the module docstring."""
+    """Export a run folder / checkpoint (or build an engine from an exported .onnx). See the module docstring.
+
+    precision: None for fp32 from a checkpoint, or an .onnx input's own precision; from an .onnx, any other value is
+    refused (an engine has its graph's precision). Outputs that would overwrite an input are refused, and every output
+    path is checked writable before the work starts."""
     from pose_edge.export.trt_build import DEFAULT_WORKSPACE, build_engine, parse_batch
 
     start = time.perf_counter()
     if engine not in ENGINES:
         raise PoseEdgeError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    if precision not in PRECISIONS:
+    if precision is not None and precision not in PRECISIONS:
         raise PoseEdgeError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     batch_range = parse_batch(batch) if not isinstance(batch, tuple) else batch
     if precision == "int8" and calib is None and not str(artifact).endswith(".onnx"):
         raise PoseEdgeError("INT8 needs real images to calibrate on: --calib DIR (a data-set folder or a folder of "
                             "images) or --calib annotations/person_keypoints_<split>.json")
     artifact = Path(artifact)
+    if out is not None and Path(out).suffix in CHECKPOINT_SUFFIXES:
+        raise PoseEdgeError(f"--out {out}: an exported model cannot take a checkpoint's name (.pt); use .onnx or "
+                            ".engine")
 
     if artifact.suffix == ".onnx":  # build an engine from an exported graph
         proto = load_model(artifact)
         info = get_graph_info(proto, str(artifact))
+        built = graph_precision(proto)
+        if built != info.precision:
+            raise PoseEdgeError(f"{artifact}: its metadata says {info.precision} but the graph is {built}; "
+                                "re-export it with `pose-edge export`")
+        if precision is not None and precision != built:
+            raise PoseEdgeError(f"{artifact} is an {built.upper()} graph and the precision of an engine is its ONNX "
+                                f"graph's: --precision {precision} would build {built.upper()}. Export a {precision} "
+                                f"graph from the run folder (`pose-edge export RUN --precision {precision}`) and build "
+                                "from that")
         if engine != "trt":
             raise PoseEdgeError(f"{artifact} is already an ONNX model; use --engine trt to build an engine from it")
         onnx_path, engine_path = artifact, (Path(out) if out else artifact.with_suffix(".engine"))
+        refuse_overwriting_inputs([engine_path, sidecar_path(engine_path)],
+                                  [artifact, Path(f"{artifact}.data"), *([Path(timing_cache)] if timing_cache else [])])
         fp32 = None
     else:
         from pose_edge.models.checkpoint import load_model as load_checkpoint_model
 
+        precision = precision or "fp32"
         model, meta, ckpt = load_checkpoint_model(artifact)
         run_dir = ckpt.parent
         onnx_path, engine_path = default_paths(run_dir, meta.preset, precision, engine, out)
+        outputs = [onnx_path] + ([engine_path, sidecar_path(engine_path)] if engine_path else [])
+        refuse_overwriting_inputs(outputs, [ckpt, *(run_dir / name for name in RUN_FILES),
+                                            *([Path(calib)] if calib and Path(calib).is_file() else []),
+                                            *([Path(timing_cache)] if timing_cache else [])])
+        for path in outputs:
+            check_writable(path, "export output")
         fp32 = export_onnx(model, meta)
         info = get_graph_info(fp32)
         proto = fp32
@@ -197,8 +256,9 @@ def export_artifact(artifact: str | Path, *, engine: str = "onnx", precision: st
             check_model(proto, f"{meta.preset} {precision}")
         save_model(proto, onnx_path)
 
-    result = ExportResult(onnx=onnx_path, info=info)
+    result = ExportResult(onnx=onnx_path, info=info, onnx_written=fp32 is not None)
     if engine == "trt":
+        check_writable(engine_path, "engine")
         rebuild = " ".join(["pose-edge", "export", shlex.quote(str(artifact)), "--engine", "trt", "--precision",
                             info.precision] + (["--calib", shlex.quote(str(calib))] if calib else []) +
                            (["--batch", ":".join(map(str, batch_range))] if batch else []))
@@ -241,7 +301,7 @@ def compare_precisions(fp32: onnx.ModelProto | None, exported: onnx.ModelProto, 
         graphs["int8"] = fp16_mod.convert_to_fp16(qdq, keep_fp32=set(to_fp16(fp32, images)[1]))
     table = {}
     data = CocoKeypoints(val, "val")
-    with tempfile.TemporaryDirectory(prefix="pose-edge-ap-") as tmp:
+    with temporary_folder("pose-edge-ap-") as tmp:
         for precision, graph in graphs.items():
             if precision != "fp32":
                 set_graph_info(graph, GraphInfo(**{**info.__dict__, "precision": precision}))

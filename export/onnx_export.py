@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from pose_edge.export.graph_input import InGraphPreprocess
 
 from pose_edge import __version__
 from pose_edge.errors import PoseEdgeError
-from pose_edge.fsutil import atomic_write_bytes
+from pose_edge.fsutil import atomic_write_bytes, temporary_folder
 from pose_edge.model_meta import METADATA_KEY, GraphInfo, ModelMeta, TensorInfo
 
 OPSET = 19  # DequantizeLinear-19 takes float16 scales (INT8 on an FP16 graph); TensorRT 10+ and TRT-RTX parse it
@@ -160,7 +159,7 @@ def export_onnx(model: torch.nn.Module, meta: ModelMeta, out: str | Path | None 
 
     exporters = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
     errors = []
-    with tempfile.TemporaryDirectory(prefix="pose-edge-export-") as tmp:
+    with temporary_folder("pose-edge-export-") as tmp:
         path = Path(tmp) / "model.onnx"
         for name in exporters:
             try:

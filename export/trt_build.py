@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import os
 import time
 import warnings
@@ -156,16 +157,20 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, info: GraphInfo
 
     outputs = [{"name": network.get_output(i).name, "dtype": _dtype(network.get_output(i).dtype),
                 "shape": list(network.get_output(i).shape)} for i in range(network.num_outputs)]
+    serialized = bytes(serialized)
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     rel_onnx = os.path.relpath(onnx_path.resolve(), engine_path.resolve().parent)
     sidecar = EngineSidecar(
         trt_module=trt_name, trt_version=trt.__version__, gpu_name=gpu_name, compute_capabilities=targets,
         precision=info.precision, input_name=inp.name, input_dtype=_dtype(inp.dtype),
         profile={k: list(v) for k, v in shapes.items()}, outputs=outputs, onnx_path=rel_onnx,
-        onnx_sha256=file_sha256(onnx_path), graph=info.to_dict(), rebuild=rebuild, workspace_bytes=int(workspace),
+        onnx_sha256=file_sha256(onnx_path), engine_sha256=hashlib.sha256(serialized).hexdigest(), graph=info.to_dict(),
+        rebuild=rebuild, workspace_bytes=int(workspace),
         build_seconds=round(seconds, 2), built_at=datetime.datetime.now().isoformat(timespec="seconds"),
         extra={"strongly_typed": True, "timing_cache": str(timing_cache) if cache is not None else None})
-    atomic_write_bytes(engine_path, bytes(serialized))
+    # Engine first, then its sidecar: a kill in between leaves an engine whose old (or missing) sidecar does not
+    # record its hash, which loading refuses with the rebuild command.
+    atomic_write_bytes(engine_path, serialized)
     try:
         sidecar.write(engine_path)
     except BaseException:

@@ -2,25 +2,56 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import signal
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import click
 
 from pose_edge import __version__
-from pose_edge.errors import PoseEdgeError
+from pose_edge.errors import DataWarning, PoseEdgeError
 
 
 class _Group(click.Group):
-    """A click group that turns PoseEdgeError into a one-line message and exit status 1, with no traceback."""
+    """A click group that turns PoseEdgeError into a one-line message and exit status 1, with no traceback; prints
+    pose-edge's own warnings (records left out of a data set, ...) as one line each; and turns SIGTERM into SystemExit
+    so that temporary files are removed as on Ctrl-C (pose_edge.fsutil)."""
 
     def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except PoseEdgeError as e:
-            raise click.ClickException(str(e)) from None
+        with warnings.catch_warnings(), _sigterm_as_exit(ctx.parent is None):
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except PoseEdgeError as e:
+                raise click.ClickException(str(e)) from None
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, DataWarning) or "pose_edge" in str(filename):
+        click.echo(f"warning: {str(message).splitlines()[0]}", err=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit(enabled: bool):
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _parse_size(_ctx, _param, value: str | None) -> tuple[int, int] | None:
@@ -70,6 +101,45 @@ def data_synth(out: Path, num_train: int, num_val: int, seed: int, size: tuple[i
         click.echo(synth.format_stats(stats))
 
 
+@data.command("check")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Data set folder (built-in layout or COCO 2017).")
+@click.option("--split", "splits", type=click.Choice(["train", "val", "video"]), multiple=True,
+              help="Split(s) to check [default: every split present].")
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+def data_check(data_dir: Path, splits: tuple[str, ...], as_json: bool) -> None:
+    """Check a data set's annotations and image files (headers, not pixels) and report every bad record: what is
+    wrong, where, how many. Exits 1 if any record would be left out (or refused under --strict)."""
+    from pose_edge.data.coco import SPLITS, find_split, load_coco
+
+    wanted = splits or tuple(sp for sp in SPLITS if _has_split(data_dir, sp))
+    if not wanted:
+        find_split(data_dir, "train")  # raises the error that says what is expected there
+    reports = []
+    for split in wanted:
+        ann_file, images_dir = find_split(data_dir, split)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)
+            reports.append(load_coco(ann_file, images_dir).validation)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in reports], indent=2))
+    else:
+        for r in reports:
+            click.echo("\n".join(r.lines()))
+    if not all(r.ok for r in reports):
+        sys.exit(1)
+
+
+def _has_split(data_dir: Path, split: str) -> bool:
+    from pose_edge.data.coco import find_split
+
+    try:
+        find_split(data_dir, split)
+        return True
+    except PoseEdgeError:
+        return False
+
+
 @main.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def models_cmd(as_json: bool) -> None:
@@ -105,15 +175,17 @@ def models_cmd(as_json: bool) -> None:
               help="Evaluate on the val split every this many epochs (and after the last).")
 @click.option("--eval-images", type=click.IntRange(min=1), default=None,
               help="Evaluate during training on the first this many val images only [default: all].")
+@click.option("--strict", is_flag=True, help="Refuse a data set with any bad annotation or image [default: leave "
+              "those out with a warning].")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON at the end.")
 def train_cmd(preset, data_dir, epochs, batch, device, resume, out, workers, seed, backbone_weights, sync_bn, amp,
-              eval_every, eval_images, as_json) -> None:
+              eval_every, eval_images, strict, as_json) -> None:
     """Train PRESET on a data set; `torchrun --nproc_per_node N -m pose_edge.cli train ...` for several GPUs."""
     from pose_edge.train.run import train
 
     summary = train(preset, data_dir, out=out, epochs=epochs, batch=batch, device=device, resume=resume,
                     workers=workers, seed=seed, backbone_weights=backbone_weights, sync_bn=sync_bn, amp=amp,
-                    eval_every=eval_every, eval_max_images=eval_images)
+                    eval_every=eval_every, eval_max_images=eval_images, strict=strict)
     if summary is None:
         return
     if as_json:
@@ -170,10 +242,12 @@ PROFILE_NAMES = ("deploy", "coco", "paper", "paper-tta")  # pose_edge.runtime.se
 @click.option("--device", default=None, help="cpu, cuda or cuda:N.")
 @click.option("--results", "results_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the predictions as a COCO results JSON.")
+@click.option("--strict", is_flag=True, help="Refuse a data set or results file with any bad record [default: leave "
+              "those out with a warning].")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 def eval_cmd(artifact: str, data_dir: Path, split: str, boxes: str, profile: str, flip: bool | None,
              refine: str | None, rect: bool | None, scales: tuple | None, scale_flips: tuple | None,
-             clip: bool | None, device: str | None, results_file: Path | None, as_json: bool) -> None:
+             clip: bool | None, device: str | None, results_file: Path | None, strict: bool, as_json: bool) -> None:
     """COCO keypoint AP/AR (pycocotools) of ARTIFACT on a data set.
 
     ARTIFACT is `gt` (the ground truth scored as predictions: a check of the data and the scorer, AP 1.0), a
@@ -184,12 +258,15 @@ def eval_cmd(artifact: str, data_dir: Path, split: str, boxes: str, profile: str
     """
     from pose_edge.data.coco import CocoKeypoints, find_split, load_coco
     from pose_edge.evaluate import scoring
+    from pose_edge.fsutil import check_writable
 
-    ann_file, _ = find_split(data_dir, split)
+    if results_file is not None:
+        check_writable(results_file, "results file")  # before the evaluation, not after it
+    ann_file, images_dir = find_split(data_dir, split)
     if artifact == "gt" or artifact.endswith(".json"):
-        coco_gt = load_coco(ann_file)
+        coco_gt = load_coco(ann_file, images_dir, strict=strict)
         results = scoring.ground_truth_as_results(coco_gt) if artifact == "gt" else scoring.read_results(artifact)
-        stats = scoring.evaluate_keypoints(coco_gt, results)
+        stats = scoring.evaluate_keypoints(coco_gt, results, strict=strict, source=artifact)
     else:
         from pose_edge.artifacts import open_artifact
         from pose_edge.evaluate.split import evaluate_split
@@ -197,7 +274,7 @@ def eval_cmd(artifact: str, data_dir: Path, split: str, boxes: str, profile: str
 
         given = {"flip": flip, "rect": rect, "scales": scales, "scale_flips": scale_flips, "clip": clip}
         settings = dataclasses.replace(PROFILES[profile], **{k: v for k, v in given.items() if v is not None})
-        data = CocoKeypoints(data_dir, split)
+        data = CocoKeypoints(data_dir, split, strict=strict)
         backend = open_artifact(artifact, device)
         box_arg = boxes if boxes == "gt" or boxes.endswith(".json") else open_artifact(boxes, device)
         results = []
@@ -226,7 +303,9 @@ def _with_progress(run, description: str, enabled: bool = True):
 @click.argument("artifact")
 @click.option("--engine", type=click.Choice(["onnx", "trt"]), default="onnx", show_default=True,
               help="onnx: an ONNX model for ONNX Runtime; trt: also a TensorRT (or TensorRT-RTX) engine + sidecar.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="Precision of the graph [default: fp32 from a checkpoint; an .onnx input's own, which a different "
+              "value is refused against].")
 @click.option("--calib", default=None, help="INT8 calibration images: a data-set folder, a COCO keypoints "
               "annotation file, or a folder of images.")
 @click.option("--calib-count", type=click.IntRange(min=1), default=300, show_default=True,

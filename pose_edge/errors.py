@@ -11,3 +11,7 @@ class DataError(PoseEdgeError):
 
 class ArtifactError(PoseEdgeError):
     """A checkpoint, ONNX model or engine is missing, truncated, or built for something else."""
+
+
+class DataWarning(UserWarning):
+    """Bad records left out of a data set or results file (strict mode refuses them instead)."""

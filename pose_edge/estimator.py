@@ -149,6 +149,11 @@ class Estimator:
             if dropped:
                 warnings.warn(f"{dropped} person box(es) dropped: non-finite, empty or outside the frame",
                               stacklevel=3)
+        people = sum(r.extra.get("non_finite_people", 0) for r in results)
+        keypoints = sum(r.extra.get("non_finite_keypoints", 0) for r in results)
+        if people or keypoints:
+            warnings.warn(f"the model output NaN or Inf: {people} person(s) dropped, {keypoints} keypoint(s) set to "
+                          "not found", stacklevel=3)
         return [self._finish(r, timestamp) for r in results]
 
     def _to_bgr(self, frame: np.ndarray) -> np.ndarray:

@@ -185,6 +185,48 @@ class GraphInfo:
                                 f"{info.input_format!r}; re-export it with this pose-edge")
         return info
 
+    def check_graph(self, inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tuple]],
+                    source: str = "model") -> None:
+        """ArtifactError (one line) unless the graph's real inputs and outputs, as (dtype name, shape) with None or
+        a name for a dynamic axis, are what this metadata says: one input of the declared format whose fixed height
+        and width are the model's input size, and one output per head with the channels its decoder reads
+        (K heatmaps; A x (5 + classes + 2K) per KAPAO level). Metadata that disagrees with its graph would decode
+        garbage or crash deep in a decoder."""
+        def fail(what: str):
+            raise ArtifactError(f"{source}: its pose-edge metadata disagrees with its graph ({what}); re-export it "
+                                "with `pose-edge export`")
+
+        meta = self.meta
+        if len(inputs) != 1:
+            fail(f"the graph has {len(inputs)} inputs, pose-edge models have one")
+        dtype, shape = inputs[0]
+        wanted = ("uint8",) if self.input_format == "uint8_nhwc_bgr" else ("float32", "float16")
+        if dtype not in wanted:
+            fail(f"input {self.input_format} but the graph takes {dtype}")
+        if len(shape) != 4:
+            fail(f"the graph's input has {len(shape)} dimensions, not 4")
+        h, w, c = (shape[1], shape[2], shape[3]) if self.input_format == "uint8_nhwc_bgr" else (shape[2], shape[3],
+                                                                                                  shape[1])
+        if isinstance(c, int) and c != 3:
+            fail(f"the graph's input has {c} channels, not 3")
+        for name, got, want in (("height", h, meta.input.height), ("width", w, meta.input.width)):
+            if isinstance(got, int) and got != want:
+                fail(f"input {name} {want} in the metadata, {got} in the graph")
+        heads = 1 if meta.family == "simple_baseline" else len(meta.strides or ())
+        if len(outputs) != heads or len(self.outputs) != heads:
+            fail(f"{meta.family} {meta.preset} has {heads} output(s); the graph has {len(outputs)}, the metadata "
+                 f"lists {len(self.outputs)}")
+        if meta.family == "simple_baseline":
+            channels = [meta.num_keypoints]
+        else:
+            depth = 5 + (meta.num_classes or 0) + 2 * meta.num_keypoints
+            channels = [len(level) * depth for level in (meta.anchors or ())]
+        for i, ((_, out_shape), want) in enumerate(zip(outputs, channels)):
+            got = out_shape[1] if len(out_shape) == 4 else None
+            if len(out_shape) != 4 or (isinstance(got, int) and got != want):
+                fail(f"output {i} should be [N, {want}, H, W] for {meta.num_keypoints} keypoints, the graph's is "
+                     f"{list(out_shape)}")
+
     @classmethod
     def from_metadata_map(cls, props: dict, source: str = "model") -> "GraphInfo":
         """From ONNX metadata_props (ONNX Runtime's custom_metadata_map)."""

@@ -178,18 +178,15 @@ def test_load_refuses_what_it_cannot_run_with_one_line(small_models, tmp_path):
 def test_an_engine_here_says_it_needs_a_gpu(small_models, tmp_path):
     """A TensorRT engine (with a valid sidecar) on a machine without a GPU: one line, naming the ONNX to run
     instead; nothing of TensorRT is touched."""
-    from pose_edge.runtime.engine_sidecar import EngineSidecar, file_sha256
     from pose_edge.runtime.gpu import gpu_status
+    from tiny_models import engine_with_sidecar
 
     if gpu_status()[0]:
         pytest.skip("this machine has a GPU")
     _, onnx_path = small_models["kapao-tiny"]
     info = OrtBackend(onnx_path, providers=("CPUExecutionProvider",)).info
     engine = tmp_path / "kapao-tiny.engine"
-    engine.write_bytes(b"serialised engine")
-    EngineSidecar("tensorrt", "10.3.0", "Orin", ["8.7"], "fp32", "images", "uint8", {"min": [1, 256, 320, 3],
-                  "opt": [1, 256, 320, 3], "max": [1, 256, 320, 3]}, [], str(onnx_path), file_sha256(onnx_path),
-                  info.to_dict(), "pose-edge export ...").write(engine)
+    engine_with_sidecar(engine, onnx_path, info)
     with pytest.raises(ArtifactError, match="needs an NVIDIA GPU") as e:
         load(engine)
     assert "\n" not in str(e.value) and "kapao-tiny-fp32.onnx" in str(e.value)

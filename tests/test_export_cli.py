@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from test_export_onnx import preset_model
 
 from pose_edge.cli import main
+from pose_edge.errors import PoseEdgeError
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +98,6 @@ def test_interrupted_export_leaves_the_previous_file(run_dir, tmp_path, monkeypa
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(PoseEdgeError, match="No space left"):
         api.export_artifact(run_dir, out=out, progress=False)
     assert out.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["m.onnx"]

@@ -3,13 +3,19 @@ every edge rule in its docstring (the CUDA kernel is tested against this module,
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
 from pose_edge.errors import PoseEdgeError
 from pose_edge.heatmap_codec import dark_kernel_for_sigma
-from pose_edge.runtime.heatmap_decode import dark_blur_weights, decode_heatmaps
+from pose_edge.runtime.heatmap_decode import dark_blur_weights, decode_heatmaps, find_peaks, refine_dark, refine_quarter
+
+sys.path.insert(0, str(Path(__file__).parent))
+import heatmap_decode_before as before  # noqa: E402  (today's decoder, the reference for the fast path)
 
 
 def gaussian_map(h: int, w: int, cx: float, cy: float, sigma: float) -> np.ndarray:
@@ -226,3 +232,105 @@ def test_bad_inputs_raise_one_line_errors():
     with pytest.raises(PoseEdgeError, match="odd"):
         decode_heatmaps(maps, refine="dark", dark_kernel=4)
     assert decode_heatmaps(np.zeros((0, 17, 8, 6), np.float32)).shape == (0, 17, 3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fast decoder against today's (tests/heatmap_decode_before.py): cached index tables, the DARK blur as matrix
+# products over a window read within the map. none and quarter must be bit for bit; DARK's float64 blur sums in
+# another order, which can move a coordinate by float32 rounding at most (in practice they are bit for bit too).
+
+
+
+def assert_same_as_before(maps, affine=None, refine="quarter", kernel=11):
+    got = decode_heatmaps(maps, affine, refine, kernel)
+    ref = before.decode_heatmaps(maps, affine, refine, kernel)
+    assert got.dtype == ref.dtype == np.float32 and got.shape == ref.shape
+    if refine == "dark":
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_array_equal(got[..., 2], ref[..., 2])
+        np.testing.assert_allclose(got[..., :2], ref[..., :2], rtol=1e-6, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(got, ref)
+    return got, ref
+
+
+def random_affine(rng, n):
+    return np.stack([[[4 * rng.uniform(0.5, 2), rng.uniform(-0.3, 0.3), rng.uniform(0, 600)],
+                      [rng.uniform(-0.3, 0.3), 4 * rng.uniform(0.5, 2), rng.uniform(0, 400)]] for _ in range(n)])
+
+
+def network_like_maps(rng, n, k=17, h=64, w=48, sigma=2.0):
+    """A Gaussian at a sub-pixel spot per map, sometimes at or past the border, plus noise (some values < 0)."""
+    ys, xs = np.mgrid[0:h, 0:w]
+    cx, cy = rng.uniform(-2, w + 1, (n, k, 1, 1)), rng.uniform(-2, h + 1, (n, k, 1, 1))
+    maps = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2)) * rng.uniform(0.1, 1.0, (n, k, 1, 1))
+    return (maps + rng.normal(0, 0.01, maps.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("crops", [1, 3, 17, 64])
+@pytest.mark.parametrize("refine", ["none", "quarter", "dark"])
+def test_fast_decode_equals_before_on_network_like_maps(crops, refine):
+    rng = np.random.default_rng(crops)
+    maps = network_like_maps(rng, crops)
+    got, ref = assert_same_as_before(maps, random_affine(rng, crops), refine)
+    assert_same_as_before(maps.astype(np.float16), None, refine)
+    if refine == "dark":
+        np.testing.assert_array_equal(got, ref)  # what happens in practice
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5, 11, 17])
+def test_fast_dark_equals_before_for_every_kernel_and_map_size(kernel):
+    rng = np.random.default_rng(kernel)
+    for h, w in ((64, 48), (96, 72), (32, 24), (7, 9), (5, 5), (3, 4), (1, 1)):
+        maps = network_like_maps(rng, 3, 5, h, w, sigma=max(1.0, (kernel + 1) / 6))
+        assert_same_as_before(maps, random_affine(rng, 3), "dark", kernel)
+        assert_same_as_before(rng.normal(0, 1, (2, 4, h, w)).astype(np.float32), None, "dark", kernel)
+
+
+def test_fast_decode_equals_before_on_noise_maps():
+    rng = np.random.default_rng(21)
+    for maps in (rng.random((4, 17, 32, 24), dtype=np.float32), rng.normal(0, 1, (4, 17, 64, 48)).astype(np.float32)):
+        for refine in ("none", "quarter", "dark"):
+            assert_same_as_before(maps, random_affine(rng, 4), refine)
+
+
+def test_fast_decode_equals_before_on_adversarial_maps():
+    """Peaks at every distance from every border, non-finite values at and around peaks, ties, flat maps."""
+    h, w = 20, 16
+    rng = np.random.default_rng(22)
+    maps = []
+    for d in range(0, 10):  # the peak d pixels from each border in turn, x and y
+        for x, y in ((d, h // 2), (w - 1 - d, h // 2), (w // 2, d), (w // 2, h - 1 - d), (d, d)):
+            maps.append(gaussian_map(h, w, x + rng.uniform(-0.3, 0.3), y + rng.uniform(-0.3, 0.3), 2.0))
+    base = gaussian_map(h, w, 7.3, 9.6, 2.0)
+    for value in (np.nan, np.inf, -np.inf):
+        for dy, dx in ((0, 0), (0, 1), (1, 0), (-1, -1), (2, 0), (0, -2), (5, 5), (-7, 3)):
+            m = base.copy()
+            m[10 + dy, 7 + dx] = value
+            maps.append(m)
+        m = base.copy()
+        m[10, 6] = m[10, 8] = value  # both neighbours
+        maps.append(m)
+    maps += [np.zeros((h, w), np.float32), np.full((h, w), -1.0, np.float32), np.full((h, w), 0.5, np.float32)]
+    tie = np.zeros((h, w), np.float32)
+    tie[5, 4] = tie[3, 9] = tie[12, 2] = 1.0
+    maps.append(tie)
+    maps = np.stack(maps).astype(np.float32)[None]
+    for refine in ("none", "quarter", "dark"):
+        for kernel in (3, 11, 17):
+            assert_same_as_before(maps, None, refine, kernel)
+            assert_same_as_before(maps, random_affine(rng, 1), refine, kernel)
+
+
+def test_public_refinement_functions_equal_before():
+    rng = np.random.default_rng(23)
+    maps = network_like_maps(rng, 2, 17, 64, 48).reshape(34, 64, 48)
+    idx, score = find_peaks(maps)
+    ref_idx, ref_score = before.find_peaks(maps)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(score, ref_score)
+    px, py, active = idx % 48, idx // 48, score > 0.3
+    for got, ref in ((refine_quarter(maps, px, py, active), before.refine_quarter(maps, px, py, active)),
+                     (refine_dark(maps, px, py, active, 11), before.refine_dark(maps, px, py, active, 11))):
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
+    assert (refine_dark(maps, px, py, active, 11)[0] != 0).sum() > 10

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +12,11 @@ import torchvision
 
 from pose_edge.geometry import Letterbox, fit, letterbox
 from pose_edge.runtime import kapao_decode as kd
+from pose_edge.runtime.poses import Poses
+from pose_edge.runtime.settings import DEPLOY
+
+sys.path.insert(0, str(Path(__file__).parent))
+import kapao_decode_before as before  # noqa: E402  (today's decoder, the reference for the fast path)
 
 STRIDES = (8, 16, 32, 64)
 ANCHORS = (((19, 27), (44, 40), (38, 94)), ((96, 68), (86, 152), (180, 137)),
@@ -313,3 +321,245 @@ def test_deflip_rows_mirrors_boxes_and_swaps_left_and_right():
     np.testing.assert_allclose(kp_back[:, 1, 0], 320 - kp[:, 2, 0])  # the left eye is the mirrored right eye
     np.testing.assert_allclose(kp_back[:, 1, 1], kp[:, 2, 1])
     np.testing.assert_allclose(deflip_rows(back, 320, NC, K), rows, atol=1e-4)  # flipping twice: identity
+
+
+# ------------------------------------------------------------------ the fast path against today's decoder
+# kapao_decode.postprocess thresholds objectness on the raw logits, decodes only candidate rows and the kept poses'
+# keypoints, and runs a block-wise NMS; tests/kapao_decode_before.py keeps the decoder it replaced (decode every
+# row, then threshold; one NMS iteration per kept box). Both must give the same poses in the same order, bit for bit.
+
+
+DETECTOR_THRESHOLDS = kd.Thresholds(conf_thres=0.05, iou_thres=0.6, max_det=100, use_kp_dets=False)
+
+
+def assert_identical(got: list[Poses], ref: list) -> None:
+    assert len(got) == len(ref)
+    for g, r in zip(got, ref):
+        for name in ("boxes", "scores", "keypoints"):
+            a, b = getattr(g, name), getattr(r, name)
+            assert a.dtype == b.dtype and a.shape == b.shape, name
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def check_against_before(grids, thresholds=kd.COCO_THRESHOLDS, letterboxes=None, strides=STRIDES, anchors=ANCHORS,
+                         nc=NC, k=K) -> list[Poses]:
+    """postprocess (fast) == the old decoder; decode, decode_candidates and postprocess_rows on candidates agree."""
+    got = kd.postprocess(grids, strides, anchors, nc, k, letterboxes, thresholds)
+    ref = before.postprocess(grids, strides, anchors, nc, k, letterboxes, thresholds)
+    assert_identical(got, ref)
+    rows = kd.decode(grids, strides, anchors, nc, k)
+    np.testing.assert_array_equal(rows, before.decode(grids, strides, anchors, nc, k))
+    lbs = letterboxes if letterboxes is not None else [None] * len(rows)
+    for n, (cand_rows, index) in enumerate(kd.decode_candidates(grids, strides, anchors, nc, k, thresholds)):
+        assert (np.diff(index) > 0).all()
+        np.testing.assert_array_equal(cand_rows, rows[n, index])
+        assert_identical([kd.postprocess_rows(cand_rows, nc, k, lbs[n], thresholds)], [ref[n]])
+    return got
+
+
+def grids_like(rng, n=2, size=(256, 320), obj=(-3.0, 2.5), other=(-3.0, 2.5), nc=NC, k=K):
+    depth = 5 + nc + 2 * k
+    grids = []
+    for s in STRIDES:
+        g = rng.normal(other[0], other[1], (n, 3 * depth, size[0] // s, size[1] // s)).astype(np.float32)
+        g[:, 4::depth] = rng.normal(obj[0], obj[1], g[:, 4::depth].shape)
+        grids.append(g)
+    return grids
+
+
+@pytest.mark.parametrize("thresholds", [kd.COCO_THRESHOLDS, DEPLOY.single_stage,
+                                        kd.Thresholds(max_det=20, max_nms=100),  # caps bite
+                                        kd.Thresholds(conf_thres=0.3, conf_thres_kp=0.1, iou_thres=0.3)])
+def test_fast_postprocess_equals_before_on_random_grids(thresholds):
+    rng = np.random.default_rng(11)
+    letterboxes = [fit((240, 320), (256, 320)), fit((500, 300), (256, 320))]
+    grids = grids_like(rng)
+    got = check_against_before(grids, thresholds, letterboxes)
+    assert sum(len(g) for g in got) > 10 and sum(int((g.keypoints[..., 2] > 0).sum()) for g in got) > 0
+    check_against_before([g.astype(np.float16) for g in grids], thresholds, letterboxes)  # an FP16 engine's outputs
+
+
+def test_fast_postprocess_equals_before_on_busy_scenes():
+    """Many candidates at conf 0.001 with boxes of about an anchor's size (the benchmark's scene, smaller)."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from decoder_workloads import kapao_workload
+
+    grids, letterboxes = kapao_workload(np.random.default_rng(12), images=2, size=640, persons=6)
+    got = check_against_before(grids, kd.COCO_THRESHOLDS, letterboxes)
+    assert all(len(g) == 300 for g in got)
+    assert sum(int((g.keypoints[..., 2] > 0).sum()) for g in got) > 20
+
+
+def test_fast_postprocess_equals_before_on_adversarial_grids():
+    rng = np.random.default_rng(13)
+    grids = grids_like(rng, obj=(-1.0, 3.0))
+    depth = D
+    for g in grids:  # non-finite values in every kind of channel, and ties
+        for value in (np.nan, np.inf, -np.inf):
+            mask = rng.random(g.shape) < 0.002
+            g[mask] = value
+        g[:, 4::depth][rng.random(g[:, 4::depth].shape) < 0.05] = np.nan
+    # identical rows in neighbouring cells: equal scores, equal or near-equal boxes (ties broken by row index)
+    grids[1][:, :, 3, 4] = grids[1][:, :, 3, 5] = grids[1][:, :, 4, 4] = grids[1][:, :, 2, 2]
+    grids[0][:, 0:depth, 10, 10] = grids[0][:, depth:2 * depth, 10, 10] = 5.0
+    check_against_before(grids)
+    check_against_before(grids, DEPLOY.single_stage)
+
+
+@pytest.mark.parametrize("conf", [0.001, 0.2, 0.25, 0.5, 0.7, 0.9999])
+def test_objectness_exactly_at_the_threshold(conf):
+    """Every float32 logit around logit(conf): the rows kept are exactly those whose decoded objectness > conf."""
+    center = np.float32(np.log(conf) - np.log1p(-conf))
+    step = max(float(np.spacing(center)), 1e-8)  # consecutive float32 values (finer steps around 0)
+    raw = np.unique((center + np.arange(-3000, 3000) * step).astype(np.float32))
+    obj = kd.sigmoid(raw)
+    above = obj > conf
+    assert above.any() and not above.all()
+    if conf == 0.5:  # sigmoid(0) is exactly 0.5: rows with objectness equal to the threshold are among them
+        assert (obj == np.float32(conf)).any()
+    assert (raw[above] >= kd.logit_floor(conf)).all()  # the floor lets every kept row through
+    # end to end: those logits as objectness of person rows, in one image
+    grids = empty_grids(n=1, size=(512, 768))
+    flat = grids[0][0].reshape(3, D, -1)
+    count = min(len(raw), flat.shape[2])
+    flat[0, 4, :count] = raw[:count]
+    flat[0, 5, :count] = 30.0  # person class probability 1: conf = obj
+    flat[0, 2:4, :count] = -30.0  # tiny boxes: no NMS suppression between them
+    t = kd.Thresholds(conf_thres=conf, conf_thres_kp=conf, max_det=10**6, max_nms=10**6)
+    (got,) = check_against_before(grids, t)
+    assert len(got) == int((kd.sigmoid(raw[:count]) * np.float32(1.0) > conf).sum())
+
+
+def test_logit_floor_edges():
+    assert kd.logit_floor(0.0) == -np.inf and kd.logit_floor(-1.0) == -np.inf
+    assert kd.logit_floor(1.0) == np.inf
+    assert kd.logit_floor(0.001) < np.log(0.001 / 0.999) < kd.logit_floor(0.001) + 1e-3
+
+
+@pytest.mark.parametrize("case", ["empty", "everything", "nan_objectness", "one_image_empty"])
+def test_fast_postprocess_equals_before_at_the_extremes(case):
+    rng = np.random.default_rng(14)
+    if case == "empty":
+        grids = empty_grids(n=2)
+    elif case == "everything":  # every row a candidate: over max_nms, NMS over thousands
+        grids = grids_like(rng, obj=(30.0, 0.1))
+    elif case == "nan_objectness":
+        grids = grids_like(rng)
+        for g in grids:
+            g[:, 4::D] = np.nan
+    else:
+        grids = grids_like(rng)
+        for g in grids:
+            g[0, 4::D] = -np.inf
+    got = check_against_before(grids, kd.Thresholds(max_nms=3000))
+    if case in ("empty", "nan_objectness"):
+        assert all(len(g) == 0 for g in got)
+    if case == "one_image_empty":
+        assert len(got[0]) == 0 and len(got[1]) > 0
+
+
+def test_fast_postprocess_person_detector():
+    rng = np.random.default_rng(15)
+    grids = grids_like(rng, nc=1, k=0, obj=(-2.0, 3.0))
+    for t in (kd.COCO_THRESHOLDS, DETECTOR_THRESHOLDS):
+        got = check_against_before(grids, t, nc=1, k=0)
+        assert all(g.keypoints.shape == (len(g), 0, 3) for g in got) and sum(len(g) for g in got) > 10
+
+
+@pytest.mark.parametrize("name", ["kapao-tiny", "det-tiny"])
+@pytest.mark.parametrize("objectness_shift", [0.0, 4.0])
+def test_fast_postprocess_equals_before_on_model_outputs(name, objectness_shift):
+    """A real network's raw grids (random weights; shifted objectness logits give many more candidates)."""
+    from pose_edge.models import kapao
+
+    preset = kapao.PRESETS[name]
+    torch.manual_seed(0)
+    model = kapao.build_model(preset).eval()
+    meta = kapao.model_meta(preset)
+    images = torch.rand(2, 3, *preset.input_size)
+    with torch.no_grad():
+        grids = [g.numpy().copy() for g in model(images)]
+    depth = 5 + meta.num_classes + 2 * meta.num_keypoints
+    for g in grids:
+        g[:, 4::depth] += objectness_shift
+    letterboxes = [fit((240, 320), preset.input_size)] * 2
+    for t in (kd.COCO_THRESHOLDS, DETECTOR_THRESHOLDS):
+        check_against_before(grids, t, letterboxes, meta.strides, meta.anchors, meta.num_classes,
+                             meta.num_keypoints)
+
+
+def test_test_time_augmentation_rows_concatenated_from_candidates():
+    """The pipeline's TTA: candidate rows of each pass, transformed and concatenated pass after pass, give what
+    all decoded rows of all passes give."""
+    from pose_edge.runtime.single_stage import deflip_rows
+
+    rng = np.random.default_rng(16)
+    passes = [grids_like(rng, n=2), grids_like(rng, n=2)]
+    letterboxes = [fit((240, 320), (256, 320))] * 2
+    full = np.concatenate([before.decode(passes[0], STRIDES, ANCHORS, NC, K),
+                           deflip_rows(before.decode(passes[1], STRIDES, ANCHORS, NC, K), 320, NC, K)], axis=1)
+    first = kd.decode_candidates(passes[0], STRIDES, ANCHORS, NC, K)
+    second = kd.decode_candidates(passes[1], STRIDES, ANCHORS, NC, K)
+    for n in range(2):
+        rows = np.concatenate([first[n][0], deflip_rows(second[n][0], 320, NC, K)])
+        ref = before.postprocess_rows(full[n], NC, K, letterboxes[n])
+        assert_identical([kd.postprocess_rows(rows, NC, K, letterboxes[n])], [ref])
+        assert len(ref) > 10
+
+
+# ------------------------------------------------------------------ NMS: the block-wise fixed point and its fallbacks
+
+
+def nms_cases():
+    rng = np.random.default_rng(17)
+    boxes = random_boxes(rng, 2000, scale=300.0)
+    scores = rng.uniform(0, 1, 2000).astype(np.float32)
+    yield "random", boxes, scores, rng.integers(0, 3, 2000), 0.5
+    # a chain: each box overlaps the next enough to be suppressed by it, the one after that not
+    chain = np.array([[3.0 * i, 0, 3.0 * i + 10, 10] for i in range(300)], np.float32)
+    yield "chain", chain, np.linspace(1, 0.1, 300).astype(np.float32), np.zeros(300, int), 0.5
+    ties = np.round(random_boxes(rng, 600, quantum=1 / 4, scale=60.0) * 4) / 4
+    yield "ties", ties, (rng.integers(0, 4, 600) / 4).astype(np.float32), rng.integers(0, 2, 600), 0.3
+    degenerate = random_boxes(rng, 300)
+    degenerate[::7, 2] = degenerate[::7, 0]  # zero width
+    degenerate[::11] = np.nan
+    degenerate[::13, 2] = np.inf
+    yield "degenerate", degenerate, rng.uniform(0, 1, 300).astype(np.float32), np.zeros(300, int), 0.4
+    yield "zero_threshold", boxes[:500], scores[:500], np.zeros(500, int), 0.0
+    yield "negative_threshold", boxes[:100], scores[:100], np.zeros(100, int), -0.1
+
+
+@pytest.mark.parametrize("max_keep", [None, 1, 50])
+def test_nms_equals_before_on_hard_cases(max_keep):
+    for name, boxes, scores, classes, thr in nms_cases():
+        got = kd.nms(boxes, scores, classes, thr, max_keep)
+        np.testing.assert_array_equal(got, before.nms(boxes, scores, classes, thr, max_keep), err_msg=name)
+        # torchvision offsets boxes by class * (largest coordinate + 1): an infinite coordinate makes every IoU NaN
+        if max_keep is None and name not in ("negative_threshold", "degenerate"):
+            np.testing.assert_array_equal(got, torchvision_keep(boxes, scores, classes, thr), err_msg=name)
+
+
+def test_nms_fallbacks_give_the_same_result(monkeypatch):
+    """Force the loop over kept boxes (too many pairs; too many fixed-point rounds): same kept indices."""
+    cases = list(nms_cases())
+    expected = [kd.nms(b, s, c, t) for _, b, s, c, t in cases]
+    for limit in ("_MAX_PAIRS", "_MAX_FIXED_POINT_ROUNDS"):
+        with monkeypatch.context() as m:
+            m.setattr(kd, limit, 1)
+            for (name, b, s, c, t), keep in zip(cases, expected):
+                np.testing.assert_array_equal(kd.nms(b, s, c, t), keep, err_msg=f"{name} {limit}")
+
+
+def test_select_candidates_equals_before_with_ties_between_classes():
+    """Equal class confidences: the best class is the first of them (np.argmax's rule), for either pass."""
+    rng = np.random.default_rng(18)
+    rows = rng.uniform(0, 1, (5000, D)).astype(np.float32)
+    rows[:, 4:5 + NC] = np.round(rows[:, 4:5 + NC] * 4) / 4  # few distinct values: many ties
+    rows[::5, 5] = 0.0  # keypoint classes tie among themselves, the person class out of the running
+    rows[::97, 4:5 + NC] = np.nan
+    for conf, classes in ((0.001, [0]), (0.2, range(1, 1 + K)), (0.05, None), (0.3, [3, 7, 40])):
+        got = kd.select_candidates(rows, NC, conf, classes, 10**6)
+        ref = before.select_candidates(rows, NC, conf, classes, 10**6)
+        for a, b in zip(got, ref):
+            np.testing.assert_array_equal(a, b)
+        assert len(got[0]) > 100

@@ -150,13 +150,6 @@ def test_runtime_glue_runs_the_kernels_on_any_device():
             np.testing.assert_allclose(g.boxes, r.boxes, atol=1e-3)
 
 
-def test_selftest_without_gpu_passes_its_cpu_checks():
-    from pose_edge.kernels.selftest import run_checks
-
-    checks = run_checks(gpu=False)
-    assert [c.ok for c in checks] == [True, True], checks
-
-
 @needs_nvrtc
 def test_nvrtc_leaves_python_constants_alone():
     """NVRTC writes its log (often a single NUL) into the buffer it is handed; handing it `b" " * size` wrote into

@@ -22,6 +22,7 @@ from pose_edge.kernels.launch import KapaoPostprocessor
 from pose_edge.errors import PoseEdgeError
 from pose_edge.geometry import fit
 from pose_edge.runtime import kapao_decode as kd
+from pose_edge.runtime.poses import Poses
 
 STRIDES = (8, 16, 32, 64)
 ANCHORS = (((19, 27), (44, 40), (38, 94)), ((96, 68), (86, 152), (180, 137)),
@@ -48,7 +49,7 @@ def grids_like(rng, n=2, size=(128, 192), mean=-3.0, std=2.5, nc=NC, k=K, dtype=
     return [rng.normal(mean, std, (n, 3 * depth, size[0] // s, size[1] // s)).astype(dtype) for s in STRIDES]
 
 
-def assert_same_detections(got: kd.PoseDetections, ref: kd.PoseDetections) -> None:
+def assert_same_detections(got: Poses, ref: Poses) -> None:
     """Bit for bit: same poses in the same order, same boxes, scores and fused keypoints."""
     assert len(got) == len(ref)
     np.testing.assert_array_equal(got.scores, ref.scores)

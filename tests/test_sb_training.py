@@ -15,8 +15,7 @@ from pose_edge.cli import main
 
 PRESET = "sb-r18-128x96"
 EPOCHS = 4
-# Measured on these images (4 epochs, batch 8, one thread, 2 to 3.5 minutes): val AP 0.044, AP50 0.188; untrained
-# AP 0.000, AP50 0.000 (the demo's 400 images, seed 0: AP 0.029, AP50 0.110). The thresholds sit at a quarter of that.
+# A quarter of the measured val AP 0.044 / AP50 0.188 on these images (untrained 0.000 / 0.000; RECIPES.md).
 MIN_AP = 0.01
 MIN_AP50 = 0.04
 
@@ -41,7 +40,7 @@ def evaluate_untrained(data_dir) -> dict:
     return evaluate_split(TorchBackend(build_model(preset), model_meta(preset)), CocoKeypoints(data_dir, "val"))
 
 
-@pytest.mark.slow
+@pytest.mark.accuracy
 def test_small_preset_learns_on_synthetic_data(sb_data, tmp_path):
     runner = CliRunner()
     run = tmp_path / "run"

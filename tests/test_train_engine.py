@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -235,6 +236,107 @@ def test_killed_run_resumes_mid_epoch_to_the_same_weights(tmp_path):
     assert same_weights(full.model.state_dict(), resumed.model.state_dict())
     assert same_weights(load_checkpoint(tmp_path / "full" / "last.pt")["model"],
                         load_checkpoint(tmp_path / "run" / "last.pt")["model"])
+
+
+# Kill -9 at random points: iterations and atomic writes drawn once from a fixed seed (so a failure reproduces), the
+# same toy run each time (EMA, accumulation 2, a mid-epoch checkpoint every 2 iterations). Determinism rule: the
+# killed process and the reference run use the same torch thread count (one), see pose_edge.train.engine.fit.
+KILL_CONFIG = dict(ema_decay=0.9, ema_tau=5.0, accumulate=2, checkpoint_every=2)
+KILL_ARGS = ["--ema", "--accumulate", "2", "--checkpoint-every", "2"]
+_draw = random.Random(20261202)
+RANDOM_KILLS = ([("iteration", _draw.randrange(3), _draw.randrange(6))] +
+                [("write", _draw.randrange(3, 16), None) for _ in range(2)])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """Final weights (raw and EMA) of the uninterrupted toy run, one thread."""
+    run = tmp_path_factory.mktemp("full")
+    task = toy_task()
+    _one_thread(lambda: fit(task, toy_config(**KILL_CONFIG), run, progress=False, log=lambda _s: None))
+    return task.model.state_dict(), load_checkpoint(run / "last.pt")["model"]
+
+
+def _complete_under_final_names(run: Path) -> list[Path]:
+    """Every file under its final name is whole (it loads); return the temporaries (hidden files) left beside."""
+    import json as _json
+
+    for p in run.iterdir():
+        if p.name.startswith("."):
+            continue
+        if p.suffix == ".pt":
+            load_checkpoint(p)
+        elif p.suffix == ".json":
+            _json.loads(p.read_text())
+        elif p.suffix == ".csv":
+            assert read_csv(p)
+        elif p.suffix == ".png":
+            assert p.read_bytes()[:4] == b"\x89PNG" and p.read_bytes()[-8:-4] == b"IEND"
+    return [p for p in run.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, a, b", RANDOM_KILLS, ids=[f"{k}-{a}-{b}" for k, a, b in RANDOM_KILLS])
+def test_kill_9_at_a_random_point_then_resume_is_exact(tmp_path, uninterrupted, kind, a, b):
+    """SIGKILL after a random iteration, or inside a random atomic write (the temporary complete, not renamed): no
+    file under its final name is ever partial, the rerun removes the dead writer's temporaries, and it ends with the
+    uninterrupted run's weights bit for bit."""
+    run = tmp_path / "run"
+    if kind == "iteration":
+        killed = run_toy(run, *KILL_ARGS, "--kill-at", a, b)
+    else:
+        killed = run_script(Path(__file__).parent / "kill_in_write.py", a, TOY, run, *KILL_ARGS)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    left = _complete_under_final_names(run)
+    if kind == "write":
+        assert left, "the kill was meant to land inside a write"
+    resume = (run / "last.pt").exists()
+    task = toy_task()
+    _one_thread(lambda: fit(task, toy_config(**KILL_CONFIG), run, resume=resume, progress=False,
+                            log=lambda _s: None))
+    raw, ema = uninterrupted
+    assert same_weights(task.model.state_dict(), raw)
+    assert same_weights(load_checkpoint(run / "last.pt")["model"], ema)
+    assert _complete_under_final_names(run) == []
+
+
+def test_training_is_deterministic_with_several_threads(synth_data):
+    """The determinism rule the engine states: same seed, data and thread count -> the same weights bit for bit,
+    with more than one thread too. Checked where it broke: KAPAO's loss gradient (several targets matched to one
+    anchor cell) on real samples, three backward passes with 4 threads under fit's deterministic_algorithms."""
+    from pose_edge.data.coco import CocoKeypoints
+    from pose_edge.data.kapao_samples import KapaoDataset, collate
+    from pose_edge.models import build_model, get_preset, model_meta
+    from pose_edge.models.torch_backend import prepare_images
+    from pose_edge.train.engine import deterministic_algorithms, seed_everything
+    from pose_edge.train.kapao_loss import build_loss
+
+    preset = get_preset("kapao-tiny")
+    meta = model_meta(preset)
+    seed_everything(0)
+    model = build_model(preset).train()
+    criterion = build_loss(meta, preset.train_args)
+    dataset = KapaoDataset(CocoKeypoints(synth_data, "train"), preset.input_size, "none")
+    batch = collate([dataset[i] for i in range(4)])
+    with torch.no_grad():
+        outputs = [o.detach() for o in model(prepare_images(batch["images"], meta.input))]
+
+    def gradient():
+        grads = [o.clone().requires_grad_(True) for o in outputs]
+        loss, _ = criterion(grads, batch["targets"])
+        loss.backward()
+        return [g.grad for g in grads]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        with deterministic_algorithms(torch.device("cpu")):
+            first = gradient()
+            for _ in range(2):
+                assert all(torch.equal(x, y) for x, y in zip(first, gradient()))
+        assert not torch.are_deterministic_algorithms_enabled()  # restored after the run
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------------------------------- DDP

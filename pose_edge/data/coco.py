@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from pose_edge.errors import DataError
-from pose_edge.keypoints import NUM_KEYPOINTS
+from pose_edge.data.image_header import truncated_jpeg
+from pose_edge.data.validate import validate_dataset
+from pose_edge.errors import DataError, DataWarning
 
 SPLITS = ("train", "val", "video")
 
@@ -41,39 +43,13 @@ def find_split(root: str | Path, split: str) -> tuple[Path, Path]:
                     f"`pose-edge data synth --out {root}` writes it) or {candidates[1][0]} (COCO 2017)")
 
 
-def _check(cond: bool, ann_file: Path, what: str) -> None:
-    if not cond:
-        raise DataError(f"{ann_file}: malformed COCO keypoints file: {what}")
+def load_coco(ann_file: str | Path, images_dir: str | Path | None = None, strict: bool = False, warn: bool = True):
+    """A pycocotools COCO object for `ann_file` after the validation pass (pose_edge.data.validate), quiet
+    (pycocotools prints progress). images_dir: also check every image's header (size, truncation).
 
-
-def validate_keypoints_dataset(dataset: object, ann_file: Path) -> None:
-    """Raise DataError naming the file and the first problem found; pycocotools itself would fail deep inside."""
-    _check(isinstance(dataset, dict), ann_file, "top level is not a JSON object")
-    for key in ("images", "annotations", "categories"):
-        _check(isinstance(dataset.get(key), list), ann_file, f"'{key}' is missing or not a list")
-    image_ids = set()
-    for im in dataset["images"]:
-        _check(isinstance(im, dict) and isinstance(im.get("id"), int) and isinstance(im.get("file_name"), str),
-               ann_file, f"image record without an integer 'id' and a 'file_name': {str(im)[:80]}")
-        image_ids.add(im["id"])
-    for ann in dataset["annotations"]:
-        _check(isinstance(ann, dict) and isinstance(ann.get("id"), int), ann_file,
-               f"annotation without an integer 'id': {str(ann)[:80]}")
-        _check(ann.get("image_id") in image_ids, ann_file,
-               f"annotation {ann['id']} refers to unknown image {ann.get('image_id')!r}")
-        kps = ann.get("keypoints")
-        _check(isinstance(kps, list) and len(kps) == 3 * NUM_KEYPOINTS, ann_file,
-               f"annotation {ann['id']} needs 'keypoints' as {3 * NUM_KEYPOINTS} numbers")
-        _check(all(isinstance(v, (int, float)) for v in kps) and np.isfinite(kps).all(), ann_file,
-               f"annotation {ann['id']} has non-numeric or non-finite keypoints")
-        bbox = ann.get("bbox")
-        _check(isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox),
-               ann_file, f"annotation {ann['id']} needs 'bbox' as [x, y, w, h]")
-        _check(isinstance(ann.get("area"), (int, float)), ann_file, f"annotation {ann['id']} has no numeric 'area'")
-
-
-def load_coco(ann_file: str | Path):
-    """A pycocotools COCO object for `ann_file`, after validation; quiet (pycocotools prints progress)."""
+    Bad records are left out with a one-line DataWarning saying what and how many (warn=False: the caller warns);
+    with strict=True any bad record is a DataError instead. The report is kept as `coco.validation`.
+    """
     from pycocotools.coco import COCO
 
     ann_file = Path(ann_file)
@@ -83,14 +59,25 @@ def load_coco(ann_file: str | Path):
         raise DataError(f"{ann_file}: cannot read annotation file ({e.strerror})") from None
     try:
         dataset = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise DataError(f"{ann_file}: not valid JSON, the file is corrupt or truncated ({e})") from None
-    validate_keypoints_dataset(dataset, ann_file)
+    dataset, report = validate_dataset(dataset, ann_file, images_dir)
+    if not report.ok:
+        if strict:
+            raise DataError(f"{report.summary()}; --strict refuses a data set with bad records "
+                            f"(`pose-edge data check` lists them)")
+        if warn:
+            warn_left_out(report, stacklevel=3)
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
+    coco.validation = report
     return coco
+
+
+def warn_left_out(report, stacklevel: int = 2) -> None:
+    warnings.warn(DataWarning(f"{report.summary()}; left out (--strict refuses them)"), stacklevel=stacklevel + 1)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -102,6 +89,8 @@ def read_image(path: str | Path) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise DataError(f"{path}: cannot read image ({e.strerror})") from None
+    if truncated_jpeg(data.tobytes()):
+        raise DataError(f"{path}: truncated JPEG (no end marker; OpenCV would fill the missing rows with grey)")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None or image.size == 0:
         raise DataError(f"{path}: not a readable image (corrupt, truncated or empty)")
@@ -109,13 +98,22 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 class CocoKeypoints:
-    """One split of a COCO-format person-keypoints data set."""
+    """One split of a COCO-format person-keypoints data set, validated with its images (load_coco): bad records are
+    left out with a warning, or refused with strict=True. require_people: refuse a split without a usable person
+    (a training set)."""
 
-    def __init__(self, root: str | Path, split: str):
+    def __init__(self, root: str | Path, split: str, strict: bool = False, require_people: bool = False):
         self.root = Path(root)
         self.split = split
         self.ann_file, self.images_dir = find_split(root, split)
-        self.coco = load_coco(self.ann_file)
+        self.coco = load_coco(self.ann_file, self.images_dir, strict=strict, warn=False)
+        self.report = self.coco.validation
+        if require_people and self.report.usable_people == 0:
+            left_out = "" if self.report.ok else f"; {self.report.summary()}"
+            raise DataError(f"{self.ann_file}: no usable person to train on (a person needs a valid box and at least "
+                            f"one labelled keypoint){left_out}")
+        if not self.report.ok:
+            warn_left_out(self.report)
         self.image_ids: list[int] = sorted(self.coco.imgs)
 
     def __len__(self) -> int:

@@ -2,7 +2,7 @@
 
 A sample is the person's box turned into a crop (pose_edge.runtime.topdown: centre, aspect fix, 1.25 padding), then
 a random scale, rotation and left-right flip (and optionally the half-body crop), warped in one cv2.warpAffine to the
-input size; its keypoints go through the same affine and become heatmaps (pose_edge.runtime.heatmap_codec). The
+input size; its keypoints go through the same affine and become heatmaps (pose_edge.heatmap_codec). The
 flip mirrors the crop (x_in -> W_in - 1 - x_in) and swaps left/right keypoints, the same as mirroring the image first.
 
 People used (reference §B.5): non-crowd person annotations with at least one labelled keypoint and a box of positive

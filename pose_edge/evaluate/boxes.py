@@ -56,7 +56,7 @@ class DetectionBoxes:
                     raise ValueError
                 self.by_image.setdefault(int(r["image_id"]), []).append((box, float(r["score"])))
             except (KeyError, TypeError, ValueError, AttributeError):
-                raise DataError(f"{path}: malformed detection record {str(r)[:100]}") from None
+                raise DataError(f"{path}: malformed detection record {repr(r)[:100]}") from None
 
     def boxes_for(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         dets = self.by_image.get(image_id, [])

@@ -10,10 +10,11 @@ import contextlib
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 
 
-from pose_edge.errors import DataError
+from pose_edge.errors import DataError, DataWarning
 from pose_edge.fsutil import atomic_write_json
 from pose_edge.keypoints import NUM_KEYPOINTS
 
@@ -31,42 +32,80 @@ def read_results(path: str | Path) -> list[dict]:
         results = json.loads(path.read_bytes())
     except OSError as e:
         raise DataError(f"{path}: cannot read results file ({e.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise DataError(f"{path}: not valid JSON, the file is corrupt or truncated ({e})") from None
     if not isinstance(results, list):
         raise DataError(f"{path}: a COCO results file is a JSON list of detections")
     return results
 
 
-def _validate_results(results: list[dict], gt_image_ids: set[int]) -> None:
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate_results(results: list, gt_image_ids: set[int], strict: bool = False, source: str = "results",
+                     skipped_image_ids: set[int] = frozenset()) -> list[dict]:
+    """The keypoint results to score, each with category_id 1.
+
+    A malformed result (not an object; image_id not an integer of the ground truth; keypoints not 51 finite numbers;
+    score not a finite number) is a DataError: the file is broken. A result of another category (category_id not 1)
+    is not a person: it is left out with a DataWarning (counted), or refused with strict=True; without a
+    category_id a result is a person, as COCO results of a keypoint task are. Results on images that the data set's
+    validation left out (skipped_image_ids) are left out too, with a warning.
+    """
+    kept, other, on_skipped = [], [], 0
     for r in results:
         if not isinstance(r, dict) or not {"image_id", "keypoints", "score"} <= r.keys():
-            raise DataError(f"a result needs image_id, keypoints and score: {str(r)[:80]}")
-        if r["image_id"] not in gt_image_ids:
-            raise DataError(f"result for image {r['image_id']!r}, which the ground truth does not contain")
+            raise DataError(f"{source}: a result needs image_id, keypoints and score: {repr(r)[:80]}")
+        image_id = r["image_id"]
+        if isinstance(image_id, int) and image_id in skipped_image_ids:
+            on_skipped += 1
+            continue
+        if not isinstance(image_id, int) or isinstance(image_id, bool) or image_id not in gt_image_ids:
+            raise DataError(f"{source}: result for image {repr(image_id)[:40]}, which the ground truth does not "
+                            "contain")
         kps = r["keypoints"]
-        if len(kps) != 3 * NUM_KEYPOINTS or not all(math.isfinite(v) for v in kps) or not math.isfinite(r["score"]):
-            raise DataError(f"result for image {r['image_id']} needs {3 * NUM_KEYPOINTS} finite keypoint values "
-                            "and a finite score")
+        if (not isinstance(kps, list) or len(kps) != 3 * NUM_KEYPOINTS or not all(_number(v) for v in kps)
+                or not _number(r["score"])):
+            raise DataError(f"{source}: result for image {image_id} needs {3 * NUM_KEYPOINTS} finite keypoint "
+                            "values and a finite score")
+        category = r.get("category_id", PERSON_CATEGORY_ID)
+        if category != PERSON_CATEGORY_ID or isinstance(category, bool):
+            other.append(category)
+            continue
+        kept.append(dict(r, category_id=PERSON_CATEGORY_ID))
+    if other:
+        what = (f"{source}: {len(other)} of {len(results)} results are not people (category_id "
+                f"{', '.join(sorted({str(c)[:20] for c in other})[:5])}, not {PERSON_CATEGORY_ID})")
+        if strict:
+            raise DataError(f"{what}; --strict refuses them")
+        warnings.warn(DataWarning(f"{what}; left out of the keypoint AP"), stacklevel=3)
+    if on_skipped:
+        warnings.warn(DataWarning(f"{source}: {on_skipped} results on images the ground truth's validation left out; "
+                                  "not scored"), stacklevel=3)
+    return kept
 
 
-def evaluate_keypoints(gt, results) -> dict[str, float]:
+def evaluate_keypoints(gt, results, strict: bool = False, source: str | None = None) -> dict[str, float]:
     """COCO keypoint AP/AR of `results` against `gt`.
 
     gt: an annotation-file path or a pycocotools COCO object; results: a list of COCO result dicts or the path of a
-    results JSON. Every image of the ground truth is evaluated; no results at all scores zero.
+    results JSON, checked by validate_results (strict: refuse results of another category instead of leaving them
+    out). source: what to call the results in messages (default: the path, or "results"). Every image of the ground
+    truth is evaluated; no results at all scores zero.
     """
     from pycocotools.cocoeval import COCOeval
 
     from pose_edge.data.coco import load_coco
 
-    coco_gt = load_coco(gt) if isinstance(gt, (str, Path)) else gt
+    coco_gt = load_coco(gt, strict=strict) if isinstance(gt, (str, Path)) else gt
+    source = source or (str(results) if isinstance(results, (str, Path)) else "results")
     if isinstance(results, (str, Path)):
         results = read_results(results)
-    _validate_results(results, set(coco_gt.imgs))
+    skipped = getattr(getattr(coco_gt, "validation", None), "skipped_image_ids", frozenset())
+    results = validate_results(results, set(coco_gt.imgs), strict, source, skipped)
     if not results:
         return {name: 0.0 for name in STAT_NAMES}
-    results = [dict(r, category_id=PERSON_CATEGORY_ID) for r in results]
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(results)
         evaluator = COCOeval(coco_gt, coco_dt, "keypoints")

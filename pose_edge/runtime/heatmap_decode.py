@@ -50,6 +50,9 @@ convention, and hm_to_image (built by pose_edge.runtime.topdown) carries that ch
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import numpy as np
 
 from pose_edge.errors import PoseEdgeError
@@ -58,6 +61,7 @@ from pose_edge.heatmap_codec import MAX_DARK_KERNEL
 REFINE_MODES = ("none", "quarter", "dark")
 DEFAULT_DARK_KERNEL = 11  # DARK's configs for sigma 2 (and, as shipped, sigma 3)
 LOG_FLOOR = 1e-10  # DARK clamps the blurred map here before the log
+NEG_INF_STAND_IN = -1e300  # what the blur reads for -Inf (see _dark_steps)
 
 
 # cv2.getGaussianKernel(k, 0) for k <= 7: fixed tables, not the formula (DarkPose's kernel 3 is [1/4, 1/2, 1/4]).
@@ -86,7 +90,7 @@ def _check_dark_kernel(kernel) -> None:
 
 def _check_inputs(heatmaps, hm_to_image, refine: str) -> tuple[np.ndarray, np.ndarray | None]:
     heatmaps = np.asarray(heatmaps)
-    if heatmaps.ndim != 4 or not np.issubdtype(heatmaps.dtype, np.floating):
+    if heatmaps.ndim != 4 or heatmaps.dtype.kind != "f":
         raise PoseEdgeError(f"heatmaps must be a float array [N, K, H, W], got {heatmaps.dtype} {heatmaps.shape}")
     if heatmaps.shape[2] < 1 or heatmaps.shape[3] < 1:
         raise PoseEdgeError(f"heatmaps must have H, W >= 1, got {heatmaps.shape}")
@@ -97,30 +101,136 @@ def _check_inputs(heatmaps, hm_to_image, refine: str) -> tuple[np.ndarray, np.nd
         if hm_to_image.shape != (heatmaps.shape[0], 2, 3):
             raise PoseEdgeError(f"hm_to_image must be [N, 2, 3] = [{heatmaps.shape[0]}, 2, 3] for these heatmaps, "
                                 f"got {list(hm_to_image.shape)}")
-    return heatmaps.astype(np.float32, copy=False), hm_to_image
+    return np.ascontiguousarray(heatmaps, dtype=np.float32), hm_to_image
+
+
+# Per-shape index tables, built once per map size (and batch size) and cached: with them a batch costs a fixed,
+# small number of NumPy calls, each linear in the number of maps, which is what keeps one crop fast. They are laid out
+# quantity-major ([what, map]): NumPy spends less on a few contiguous rows than on strided columns of small arrays.
+
+@functools.lru_cache(maxsize=64)
+def _peak_cells(h: int, w: int) -> np.ndarray:
+    """float64 [3, H*W] per flat peak index: x, y, and the quarter step (0.25 where rule 3 refines, else 0).
+
+    Index 0 holds (0, 0, 0), which is also what rule 2 gives a map without a peak.
+    """
+    y, x = np.divmod(np.arange(h * w), w)
+    step = np.where((x > 1) & (x < w - 1) & (y > 1) & (y < h - 1), 0.25, 0.0)
+    return _frozen(np.stack([x, y, step]).astype(np.float64))
+
+
+@functools.lru_cache(maxsize=64)
+def _neighbour_index(m: int, h: int, w: int) -> np.ndarray:
+    """int64 [5, M]: flat index of map i's first pixel plus (-1, -W, 0, +1, +W): left, up, peak, right, down."""
+    return _frozen(np.array([-1, -w, 0, 1, w])[:, None] + np.arange(m) * (h * w))
+
+
+@dataclass(frozen=True)
+class _DarkGeometry:
+    """What the DARK step needs for one map size and blur kernel (reach = (kernel - 1)/2 + 2, S = 2*reach + 1).
+
+    The raw window around a peak at (px, py) is read with its rows and columns clamped into the map, so that every
+    value read is the map's own; `row_inside` and `col_inside` then zero what lies outside (the blur's zero padding).
+    """
+
+    row_start: np.ndarray  # int64 [H, S]: flat index of column 0 of window row s, for a peak in row py
+    col_index: np.ndarray  # int64 [W, S]: column of window column s, for a peak in column px
+    row_inside: np.ndarray  # float64 [H, S]: 1 where row py + s - reach lies in the map, else 0
+    col_inside: np.ndarray  # float64 [W, S]: the same for columns
+    refinable: np.ndarray  # bool [H*W] per peak index: 2 <= px <= W-3 and 2 <= py <= H-3
+    blur: np.ndarray  # float64 [S, 5]: blur[t, i] = g[t - i], window column t -> blurred value at offset i - 2
+    taps: np.ndarray  # int64 [13]: the blurred 5 x 5 values the derivatives read, as flat [x offset, y offset]
+    stencils: np.ndarray  # float64 [8, 13]: log-values -> (dyy, dxx, dx, dy, dxy, dxy, dy, dx)
+
+
+# Finite differences of P (the log of the blurred map) at the peak, keyed by (x offset, y offset): rule 3c.
+_STENCILS = (
+    {(1, 0): 0.5, (-1, 0): -0.5},  # dx
+    {(0, 1): 0.5, (0, -1): -0.5},  # dy
+    {(2, 0): 0.25, (0, 0): -0.5, (-2, 0): 0.25},  # dxx
+    {(0, 2): 0.25, (0, 0): -0.5, (0, -2): 0.25},  # dyy
+    {(1, 1): 0.25, (1, -1): -0.25, (-1, 1): -0.25, (-1, -1): 0.25},  # dxy
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _dark_geometry(h: int, w: int, kernel: int) -> _DarkGeometry:
+    reach = (kernel - 1) // 2 + 2
+    offsets = np.arange(-reach, reach + 1)
+    rows, cols = np.arange(h)[:, None] + offsets, np.arange(w)[:, None] + offsets
+    y, x = np.divmod(np.arange(h * w), w)
+    blur = np.zeros((len(offsets), 5))
+    g = dark_blur_weights(kernel)
+    for i in range(5):
+        blur[i:i + kernel, i] = g
+    points = sorted({p for stencil in _STENCILS for p in stencil})
+    return _DarkGeometry(
+        row_start=_frozen(np.clip(rows, 0, h - 1) * w), col_index=_frozen(np.clip(cols, 0, w - 1)),
+        row_inside=_frozen(((rows >= 0) & (rows < h)).astype(np.float64)),
+        col_inside=_frozen(((cols >= 0) & (cols < w)).astype(np.float64)),
+        refinable=_frozen((x >= 2) & (x <= w - 3) & (y >= 2) & (y <= h - 3)),
+        blur=_frozen(blur), taps=_frozen(np.array([(dx + 2) * 5 + (dy + 2) for dx, dy in points])),
+        stencils=_frozen(np.array([[_STENCILS[i].get(p, 0.0) for p in points] for i in (3, 2, 0, 1, 4, 4, 1, 0)])))
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
 
 def find_peaks(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """maps float32 [M, H, W] -> (flat peak index int64 [M], peak value float32 [M]) by np.argmax's rules."""
-    flat = maps.reshape(maps.shape[0], maps.shape[1] * maps.shape[2])
-    idx = np.argmax(flat, axis=1)
-    return idx, flat[np.arange(flat.shape[0]), idx]
+    m, h, w = maps.shape
+    flat = maps.reshape(m, h * w)
+    idx = flat.argmax(axis=1)
+    return idx, flat.ravel().take(idx + _neighbour_index(m, h, w)[2])
+
+
+def _quarter_steps(around: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """around float32 [5, M] (left, up, peak, right, down), step float64 [M] -> float64 [2, M] offsets (x, y).
+
+    The sign of the float32 difference of the two neighbours is the comparison of the neighbours themselves, which
+    also gives 0 for +-Inf on both sides (where the difference is NaN), as rule 3 says.
+    """
+    low, high = around[0:2], around[3:5]  # (left, up), (right, down)
+    return np.subtract(high > low, high < low, dtype=np.float64) * step
 
 
 def refine_quarter(maps: np.ndarray, px: np.ndarray, py: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Quarter-pixel offsets (float64 [M] each) toward the higher neighbour, 0 where `active` is False or rule 3 says."""
     m, h, w = maps.shape
-    ok = active & (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
-    rows = np.arange(m)
-    # Clip so that the gathers stay in bounds; the values read for inactive maps are discarded by `ok`.
-    xl, xr = np.clip(px - 1, 0, w - 1), np.clip(px + 1, 0, w - 1)
-    yu, yd = np.clip(py - 1, 0, h - 1), np.clip(py + 1, 0, h - 1)
-    with np.errstate(invalid="ignore"):
-        dx = maps[rows, py, xr] - maps[rows, py, xl]  # float32, as the kernel computes it
-        dy = maps[rows, yd, px] - maps[rows, yu, px]
-        sx = (dx > 0).astype(np.float64) - (dx < 0)  # NaN -> 0
-        sy = (dy > 0).astype(np.float64) - (dy < 0)
-    return np.where(ok, 0.25 * sx, 0.0), np.where(ok, 0.25 * sy, 0.0)
+    idx = np.asarray(py) * w + np.asarray(px)
+    around = maps.reshape(-1).take(idx + _neighbour_index(m, h, w), mode="clip")
+    offsets = np.where(np.asarray(active), _quarter_steps(around, _peak_cells(h, w)[2, idx]), 0.0)
+    return offsets[0], offsets[1]
+
+
+def _dark_steps(flat: np.ndarray, idx: np.ndarray, active: np.ndarray, h: int, w: int, kernel: int) -> np.ndarray:
+    """flat float32 [M, H*W], peak indices [M], active bool [M] -> Taylor offsets float64 [2, M] (x, y) to add.
+
+    0 where `active` is False or rule 3 does not refine (peak within 2 of the border, singular or non-finite step).
+    """
+    geo = _dark_geometry(h, w, kernel)
+    m, size = len(idx), geo.row_start.shape[1]
+    py, px = np.divmod(idx, w)
+    # The raw window around each peak, [M, S, S], read within the map; -Inf is read as -1e300 so that a zero
+    # weight or factor cannot turn it into NaN (any blurred value it reaches still lands on the log floor). A map
+    # holding +Inf or NaN has a +Inf or NaN peak, whose step is rejected whatever the window holds.
+    rows = geo.row_start[py] + _neighbour_index(m, h, w)[2, :, None]  # + each map's first pixel
+    window = flat.ravel().take(rows[:, :, None] + geo.col_index[px][:, None, :])
+    window = np.maximum(window, NEG_INF_STAND_IN, dtype=np.float64)
+    window *= geo.col_inside[px][:, None, :]  # zero padding, columns
+    # Separable blur as two matrix products (float64): along x within each window row, then along y.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        along_x = (window.reshape(m * size, size) @ geo.blur).reshape(m, size, 5)  # [m, row, x offset]
+        along_x *= geo.row_inside[py][:, :, None]  # zero padding, rows
+        blurred = along_x.transpose(0, 2, 1).reshape(m * 5, size) @ geo.blur  # [m, x offset, y offset]
+        p = np.log(np.maximum(blurred.reshape(m, 25)[:, geo.taps], LOG_FLOOR))
+        d = geo.stencils @ p.T  # [8, M]: dyy, dxx, dx, dy, dxy, dxy, dy, dx (rows the formulas pair up)
+        det = d[1] * d[0] - d[4] * d[5]  # dxx * dyy - dxy * dxy
+        step = (d[0:2] * d[2:4] - d[4:6] * d[6:8]) / det  # (dyy * dx - dxy * dy, dxx * dy - dxy * dx) / det
+    refined = active & geo.refinable[idx] & np.isfinite(det) & (det != 0) & np.isfinite(step).all(axis=0)
+    return np.where(refined, -step, 0.0)
 
 
 def refine_dark(maps: np.ndarray, px: np.ndarray, py: np.ndarray, active: np.ndarray,
@@ -128,37 +238,9 @@ def refine_dark(maps: np.ndarray, px: np.ndarray, py: np.ndarray, active: np.nda
     """DARK Taylor steps (float64 [M] each) to add to (px, py); 0 where `active` is False or rule 3 says."""
     _check_dark_kernel(kernel)
     m, h, w = maps.shape
-    ok = active & (px >= 2) & (px <= w - 3) & (py >= 2) & (py <= h - 3)
-    r = (kernel - 1) // 2
-    reach = r + 2  # the raw window around the peak that the 5 x 5 blurred values read
-    g = dark_blur_weights(kernel)
-
-    # Raw window [M, 2*reach+1, 2*reach+1] around each peak, zero outside the map (the blur's zero padding).
-    offsets = np.arange(-reach, reach + 1)
-    ys = py[:, None] + offsets[None, :]  # [M, S]
-    xs = px[:, None] + offsets[None, :]
-    inside = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
-    window = maps[np.arange(m)[:, None, None], np.clip(ys, 0, h - 1)[:, :, None], np.clip(xs, 0, w - 1)[:, None, :]]
-    window = np.where(inside, window.astype(np.float64), 0.0)
-
-    # Separable blur evaluated at the 5 x 5 points around the peak: along x within each row, then along y.
-    taps = np.arange(5)[:, None] + np.arange(2 * r + 1)[None, :]  # [5, k]: window columns feeding output column i
-    with np.errstate(invalid="ignore", over="ignore"):
-        along_x = np.einsum("msik,k->msi", window[:, :, taps], g)  # [M, S, 5]
-        blurred = np.einsum("mjki,k->mji", along_x[:, taps, :], g)  # [M, 5, 5], [j (y), i (x)]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        p = np.log(np.maximum(blurred, LOG_FLOOR))
-        c = 2  # index of the peak in the 5 x 5 patch
-        dx = 0.5 * (p[:, c, c + 1] - p[:, c, c - 1])
-        dy = 0.5 * (p[:, c + 1, c] - p[:, c - 1, c])
-        dxx = 0.25 * (p[:, c, c + 2] - 2.0 * p[:, c, c] + p[:, c, c - 2])
-        dyy = 0.25 * (p[:, c + 2, c] - 2.0 * p[:, c, c] + p[:, c - 2, c])
-        dxy = 0.25 * (p[:, c + 1, c + 1] - p[:, c - 1, c + 1] - p[:, c + 1, c - 1] + p[:, c - 1, c - 1])
-        det = dxx * dyy - dxy * dxy
-        step_x = (dyy * dx - dxy * dy) / det
-        step_y = (dxx * dy - dxy * dx) / det
-    ok &= np.isfinite(det) & (det != 0) & np.isfinite(step_x) & np.isfinite(step_y)
-    return np.where(ok, -step_x, 0.0), np.where(ok, -step_y, 0.0)
+    idx = np.asarray(py) * w + np.asarray(px)
+    offsets = _dark_steps(maps.reshape(m, h * w), idx, np.asarray(active, bool), h, w, kernel)
+    return offsets[0], offsets[1]
 
 
 def decode_heatmaps(heatmaps: np.ndarray, hm_to_image: np.ndarray | None = None, refine: str = "quarter",
@@ -175,22 +257,27 @@ def decode_heatmaps(heatmaps: np.ndarray, hm_to_image: np.ndarray | None = None,
     n, k, h, w = maps.shape
     if n * k == 0:
         return np.zeros((n, k, 3), np.float32)
-    maps = maps.reshape(n * k, h, w)
-    idx, score = find_peaks(maps)
-    px, py = idx % w, idx // w
-    found = score > 0  # False for NaN too
-    x = np.where(found, px, 0).astype(np.float64)
-    y = np.where(found, py, 0).astype(np.float64)
+    flat = maps.reshape(n * k, h * w)
+    idx = flat.argmax(axis=1)  # rule 1
+    # (The array methods below skip the Python-level wrappers of their np.* functions: a crop is only 17 maps.)
+    around = flat.ravel().take(idx + _neighbour_index(n * k, h, w), mode="clip")  # [5, M]: left, up, peak, right, down
+    score = around[2]
+    found = score > 0  # rule 2 (False for NaN): a map without a peak looks up cell 0, (0, 0) and no quarter step
+    cells = _peak_cells(h, w).take(idx * found, axis=1)  # [3, M]: x, y, quarter step
     if refine == "quarter":
-        ox, oy = refine_quarter(maps, px, py, found)
+        x, y = cells[0:2] + _quarter_steps(around, cells[2])
     elif refine == "dark":
-        ox, oy = refine_dark(maps, px, py, found, dark_kernel)
+        x, y = cells[0:2] + _dark_steps(flat, idx, found, h, w, dark_kernel)
     else:
-        ox = oy = 0.0
-    x, y = (x + ox).reshape(n, k), (y + oy).reshape(n, k)
-    if affine is not None:
-        x, y = (affine[:, None, 0, 0] * x + affine[:, None, 0, 1] * y + affine[:, None, 0, 2],
-                affine[:, None, 1, 0] * x + affine[:, None, 1, 1] * y + affine[:, None, 1, 2])
+        x, y = cells[0], cells[1]
+    x, y = x.reshape(n, k, 1), y.reshape(n, k, 1)
     out = np.empty((n, k, 3), np.float32)
-    out[..., 0], out[..., 1], out[..., 2] = x, y, score.reshape(n, k)
+    if affine is None:
+        out[..., 0:1], out[..., 1:2] = x, y
+    else:  # rule 4: (m00*x + m01*y) + m02 in float64, both rows of each crop's matrix at once, then float32
+        m = affine[:, None]  # [N, 1, 2 (row r), 3 (column)]
+        image = x * m[..., 0]
+        image += y * m[..., 1]
+        np.add(image, m[..., 2], out=out[..., :2], casting="same_kind")  # float64 sum, stored as float32
+    out[..., 2] = score.reshape(n, k)
     return out

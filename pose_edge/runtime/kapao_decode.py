@@ -35,6 +35,18 @@ Candidate selection (`select_candidates`, reference `non_max_suppression_kp`)
 4. order by conf descending, equal confs in increasing row index (a stable sort); keep the first max_nms.
 Non-finite rows fail the comparisons and drop out.
 
+What is decoded (`postprocess`, `decode_candidates`)
+----------------------------------------------------
+The rules here are stated on every decoded row; the post-processing decodes only what they can keep, each value by
+the same float32 operations as `decode`, so its results are the rules' results on `decode`'s rows, bit for bit:
+objectness is compared on the raw logits first (the sigmoid is monotonic: obj > t <=> raw > logit(t);
+`logit_floor` lies a margin below logit(t) and the decoded objectness of the rows above it decides exactly), class
+probabilities are decoded for those rows only (for the person pass, all classes only where obj * cls_0 > t), boxes
+for the candidates of either pass, keypoints for the poses the person pass keeps. Rows of several test-time
+augmentation passes can be selected per pass (`decode_candidates`), transformed and concatenated pass after pass
+for `postprocess_rows`: selection reads objectness, the best confidence and whether the best class is the person
+class, which rescaling and de-flipping leave unchanged.
+
 NMS (`nms`): exactly what torchvision.ops.batched_nms keeps, in the same order
 --------------------------------------------------------------------------------
 Boxes are xyxy float32 (x1 = cx - w/2, x2 = cx + w/2 computed in float32). Candidates are visited in score order,
@@ -77,7 +89,7 @@ detections move keypoints, and later detections of the same type measure against
 different keypoint types never interact, so the scan runs over all types at once: step t processes the t-th
 detection of every type (a CUDA kernel can give each type its own thread and scan its detections in order).
 
-Outputs (`PoseDetections`, one per image)
+Outputs (`Poses`, one per image)
 -----------------------------------------
 boxes [P, 4] float32 xyxy in image pixels (not clipped), scores [P] float32 (person conf = obj * cls0, in person-pass
 order), keypoints [P, K, 3] float32 (x, y, conf) in image pixels, conf 0 where no keypoint object was fused. The
@@ -86,12 +98,13 @@ COCO result of a pose is its keypoints with score = its person score (no rescori
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from pose_edge.geometry import Letterbox
-from pose_edge.runtime.poses import Poses as PoseDetections  # the runtime's one result type
+from pose_edge.runtime.poses import Poses
 from pose_edge.runtime.settings import COCO_THRESHOLDS, Thresholds
 
 
@@ -107,35 +120,230 @@ def row_width(num_classes: int, num_keypoints: int) -> int:
     return 5 + num_classes + 2 * num_keypoints
 
 
-def decode(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_classes: int,
-           num_keypoints: int) -> np.ndarray:
-    """Raw level grids -> decoded rows float32 [N, R, D] (layout and order in the module docstring)."""
+def _check_level(raw: np.ndarray, num_anchors: int, depth: int) -> np.ndarray:
+    raw = np.asarray(raw)
+    if raw.ndim != 4 or raw.shape[1] != num_anchors * depth:
+        raise ValueError(f"a level grid has {raw.shape[1] if raw.ndim == 4 else raw.shape} channels; expected "
+                         f"{num_anchors} anchors x {depth}")
+    return raw
+
+
+def _check_levels(outputs, strides, anchors) -> None:
     if len(outputs) != len(strides) or len(outputs) != len(anchors):
         raise ValueError(f"{len(outputs)} output grids for {len(strides)} strides and {len(anchors)} anchor levels")
+
+
+def _decode_head(raw: np.ndarray, grid: np.ndarray, stride, anchor_wh: np.ndarray) -> np.ndarray:
+    """Raw channels 0..4+nc [..., 5 + nc] -> decoded float32: box (cx, cy, w, h), objectness, classes.
+
+    grid [..., 2] float32 (gx, gy) and anchor_wh [..., 2] float32 broadcast against the rows. A row's values depend
+    on that row only and every row takes the same float32 operations, so rows decoded alone, in any layout, equal
+    the same rows of `decode` bit for bit.
+    """
+    y = sigmoid(raw)
+    s = np.float32(stride)
+    out = np.empty_like(y)
+    out[..., 0:2] = (np.float32(2.0) * y[..., 0:2] - np.float32(0.5) + grid) * s
+    out[..., 2:4] = (np.float32(2.0) * y[..., 2:4]) ** 2 * anchor_wh
+    out[..., 4:] = y[..., 4:]
+    return out
+
+
+def _decode_keypoints(raw: np.ndarray, grid: np.ndarray, stride, anchor_wh: np.ndarray) -> np.ndarray:
+    """Raw keypoint channels [..., 2K] -> decoded float32 (x0, y0, x1, ...), as `_decode_head` for the rest."""
+    y = sigmoid(raw)
+    kp = y.reshape(*y.shape[:-1], y.shape[-1] // 2, 2)
+    kp = (np.float32(4.0) * kp - np.float32(2.0)) * anchor_wh[..., None, :] + grid[..., None, :] * np.float32(stride)
+    return kp.reshape(y.shape)
+
+
+def decode(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_classes: int,
+           num_keypoints: int) -> np.ndarray:
+    """Raw level grids -> decoded rows float32 [N, R, D] (layout and order in the module docstring), every row.
+
+    The post-processing itself decodes only the rows that can be candidates (`decode_candidates`); this full decode
+    is for inspection, tests and graph comparisons.
+    """
+    _check_levels(outputs, strides, anchors)
     depth = row_width(num_classes, num_keypoints)
     rows = []
     for raw, stride, level_anchors in zip(outputs, strides, anchors):
-        raw = np.asarray(raw)
-        n, channels, height, width = raw.shape
         num_anchors = len(level_anchors)
-        if channels != num_anchors * depth:
-            raise ValueError(f"a level grid has {channels} channels; expected {num_anchors} anchors x {depth}")
+        raw = _check_level(raw, num_anchors, depth)
+        n, _, height, width = raw.shape
         # [N, A, D, H, W] -> [N, A, H, W, D]: one row per (anchor, cell), channels last.
-        y = sigmoid(raw.reshape(n, num_anchors, depth, height, width).transpose(0, 1, 3, 4, 2))
+        values = raw.reshape(n, num_anchors, depth, height, width).transpose(0, 1, 3, 4, 2)
         anchor_wh = np.asarray(level_anchors, np.float32).reshape(1, num_anchors, 1, 1, 2)
         gy, gx = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
         grid = np.stack([gx, gy], axis=-1).reshape(1, 1, height, width, 2)  # (gx, gy) per cell
-        s = np.float32(stride)
-        out = np.empty_like(y)
-        out[..., 0:2] = (np.float32(2.0) * y[..., 0:2] - np.float32(0.5) + grid) * s
-        out[..., 2:4] = (np.float32(2.0) * y[..., 2:4]) ** 2 * anchor_wh
-        out[..., 4:5 + num_classes] = y[..., 4:5 + num_classes]
-        if num_keypoints:
-            kp = y[..., 5 + num_classes:].reshape(n, num_anchors, height, width, num_keypoints, 2)
-            kp = (np.float32(4.0) * kp - np.float32(2.0)) * anchor_wh[..., None, :] + grid[..., None, :] * s
-            out[..., 5 + num_classes:] = kp.reshape(n, num_anchors, height, width, 2 * num_keypoints)
+        out = np.empty(values.shape, np.float32)
+        out[..., :5 + num_classes] = _decode_head(values[..., :5 + num_classes], grid, stride, anchor_wh)
+        out[..., 5 + num_classes:] = _decode_keypoints(values[..., 5 + num_classes:], grid, stride, anchor_wh)
         rows.append(out.reshape(n, num_anchors * height * width, depth))
     return np.concatenate(rows, axis=1)
+
+
+def logit_floor(conf_thres: float) -> np.float32:
+    """A float32 raw value below which the decoded objectness cannot exceed conf_thres.
+
+    The sigmoid is monotonic, so obj > t <=> raw > logit(t); the floor lies below logit(t) by a margin (1e-4, and
+    1e-5 / (1 - t) near 1) far wider than the float32 sigmoid's rounding (a few ulp, i.e. ~4e-7 / (1 - t) in raw
+    units), so rows near the boundary pass the floor and the exact test on their decoded objectness decides them:
+    the kept set is the one thresholding every decoded row gives. t is taken as the smaller of its float64 and
+    float32 values (the comparison may run in either). -inf for t <= 0 (every row but NaN passes).
+    """
+    t = min(float(conf_thres), float(np.float32(conf_thres)))
+    if not t > 0:
+        return np.float32(-np.inf)
+    if t >= 1:
+        return np.float32(np.inf)  # no objectness exceeds 1; +inf rows (sigmoid 1) are still tested exactly
+    floor = np.log(t) - np.log1p(-t) - (1e-4 + 1e-5 / (1 - t))
+    return np.nextafter(np.float32(floor), np.float32(-np.inf))
+
+
+def _best_class(obj: np.ndarray, cls_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """obj float32 [M], class probabilities float32 [nc, M] (class-major) -> (conf float32 [M], best int64 [M]).
+
+    conf_c = obj * cls_c in float32; the best class is the first index of the largest conf_c (np.argmax's rule,
+    a NaN conf making conf NaN). Class-major, both are elementwise passes over nc rows instead of a reduction
+    along a short axis per row.
+    """
+    conf_t = cls_t * obj
+    conf = np.maximum.reduce(conf_t, axis=0)
+    best = np.zeros(len(obj), np.int64)
+    for c in range(len(conf_t) - 1, 0, -1):  # downwards, so that the first class equal to the largest wins
+        best[conf_t[c] == conf] = c
+    best[conf_t[0] == conf] = 0
+    return conf, best
+
+
+def _class_mask(classes: Sequence[int], num_classes: int) -> np.ndarray:
+    """bool [nc]: which class indices are in `classes` (indices outside 0..nc-1 match nothing)."""
+    mask = np.zeros(num_classes, bool)
+    classes = np.asarray(list(classes), np.int64)
+    mask[classes[(classes >= 0) & (classes < num_classes)]] = True
+    return mask
+
+
+def _candidate_mask(decoded, count: int, num_classes: int, passes) -> np.ndarray:
+    """bool [count]: which rows are candidates (`select_candidates`) of any pass, decoding as few values as it can.
+
+    decoded(rows, channels) -> float32 [len(channels), len(rows)]: those channels of those rows, decoded. A row
+    needs obj > conf_thres, and its best class in the pass's classes with obj * cls > conf_thres, so the largest
+    obj * cls over the pass's classes must exceed conf_thres: only rows that pass that are decoded on every class
+    to find their best class exactly (the person pass decodes one class of most rows, all of a few).
+    """
+    keep = np.zeros(count, bool)
+    every = np.arange(5, 5 + num_classes)
+    obj = decoded(np.arange(count), np.array([4]))[0]
+    for conf_thres, _, classes in passes:
+        rows = np.flatnonzero(obj > conf_thres)
+        mine = np.flatnonzero(_class_mask(classes, num_classes))
+        rows = rows[np.maximum.reduce(decoded(rows, 5 + mine) * obj[rows], axis=0) > conf_thres]
+        conf, best = _best_class(obj[rows], decoded(rows, every))
+        keep[rows[(conf > conf_thres) & _class_mask(classes, num_classes)[best]]] = True
+    return keep
+
+
+def _passes(num_classes: int, num_keypoints: int, t: Thresholds) -> list[tuple[float, float, list[int]]]:
+    """(conf_thres, iou_thres, classes) of the NMS passes `postprocess_rows` runs: person, then keypoint."""
+    passes = [(t.conf_thres, t.iou_thres, [0])]
+    if num_keypoints and t.use_kp_dets:
+        passes.append((t.conf_thres_kp, t.iou_thres_kp, list(range(1, 1 + num_keypoints))))
+    return passes
+
+
+@dataclass
+class _Candidates:
+    """One image's candidate rows (increasing row index): channels 0..4+nc decoded, keypoints decoded on request."""
+
+    head: np.ndarray  # float32 [M, 5 + nc]
+    index: np.ndarray  # int64 [M]: row index (decode's order)
+    level: np.ndarray  # int64 [M]: output level of each row
+    start: np.ndarray  # int64 [M]: flat position of the row's channel 0 in its level's raw grid
+    grid: np.ndarray  # float32 [M, 2]: (gx, gy)
+    anchor_wh: np.ndarray  # float32 [M, 2]
+    levels: list  # per level: (raw grid, stride, cells per map)
+    num_keypoints: int
+
+    def keypoints(self, which: np.ndarray) -> np.ndarray:
+        """float32 [len(which), 2K]: the decoded keypoint channels of the candidate rows `which`."""
+        which = np.asarray(which, np.int64)
+        out = np.empty((len(which), 2 * self.num_keypoints), np.float32)
+        first = self.head.shape[1]  # channel 5 + nc
+        for number, (raw, stride, cells) in enumerate(self.levels):
+            mine = np.flatnonzero(self.level[which] == number)
+            if len(mine):
+                rows = which[mine]
+                channels = np.arange(first, first + 2 * self.num_keypoints)
+                values = np.take(raw, self.start[rows] + channels[:, None] * cells).T  # gathered channel by channel
+                out[mine] = _decode_keypoints(values, self.grid[rows], stride, self.anchor_wh[rows])
+        return out
+
+
+def _select(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_classes: int, num_keypoints: int,
+            thresholds: Thresholds) -> list[_Candidates]:
+    """The candidate rows of every image (see `decode_candidates`), keypoint channels not yet decoded."""
+    _check_levels(outputs, strides, anchors)
+    depth = row_width(num_classes, num_keypoints)
+    passes = _passes(num_classes, num_keypoints, thresholds)
+    floor = logit_floor(min(conf for conf, _, _ in passes))
+    head_channels = np.arange(5 + num_classes)
+    batch, offset, levels, parts = None, 0, [], []
+    for number, (raw, stride, level_anchors) in enumerate(zip(outputs, strides, anchors)):
+        num_anchors = len(level_anchors)
+        raw = np.ascontiguousarray(_check_level(raw, num_anchors, depth))
+        n, _, height, width = raw.shape
+        if batch is not None and n != batch:
+            raise ValueError(f"level grids hold {batch} and {n} images")
+        batch, cells = n, height * width
+        # Flat positions in the raw grid [N*A, D, H*W]: (image*A + anchor, channel, cell). Values are gathered
+        # channel by channel (each channel's positions ascend), which reads memory in order.
+        hits = np.flatnonzero(raw.reshape(n * num_anchors, depth, cells)[:, 4, :] >= floor)  # NaN fails
+        slot, cell = np.divmod(hits, cells)  # ascending: row order within each image
+        start = slot * (depth * cells) + cell  # channel 0 of each row
+        keep = _candidate_mask(lambda rows, channels: sigmoid(np.take(raw, start[rows] + channels[:, None] * cells)),
+                               len(hits), num_classes, passes)
+        slot, cell, start = slot[keep], cell[keep], start[keep]
+        image, anchor = np.divmod(slot, num_anchors)
+        gy, gx = np.divmod(cell, width)
+        grid = np.stack([gx, gy], axis=1).astype(np.float32)
+        anchor_wh = np.asarray(level_anchors, np.float32)[anchor]
+        head = _decode_head(np.take(raw, start + head_channels[:, None] * cells).T, grid, stride, anchor_wh)
+        levels.append((raw, stride, cells))
+        parts.append((np.searchsorted(image, np.arange(n + 1)), head, offset + anchor * cells + cell, start, grid,
+                      anchor_wh))
+        offset += num_anchors * cells
+    out = []
+    for i in range(batch or 0):
+        pieces = [[a[bounds[i]:bounds[i + 1]] for a in arrays] for bounds, *arrays in parts]
+        level = np.concatenate([np.full(len(p[0]), number, np.int64) for number, p in enumerate(pieces)])
+        head, index, start, grid, anchor_wh = (np.concatenate(column) for column in zip(*pieces))
+        out.append(_Candidates(head.reshape(-1, 5 + num_classes), index.astype(np.int64), level,
+                               start.astype(np.int64), grid.reshape(-1, 2), anchor_wh.reshape(-1, 2), levels,
+                               num_keypoints))
+    return out
+
+
+def decode_candidates(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_classes: int,
+                      num_keypoints: int, thresholds: Thresholds = COCO_THRESHOLDS
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Raw level grids for N images -> per image (rows float32 [M, D], row index int64 [M]): the candidate rows.
+
+    A row is kept if it is a candidate (`select_candidates`) of the person pass or, when `postprocess_rows` runs
+    the keypoint pass, of the keypoint pass; rows come in increasing row index and equal `decode`'s rows bit for
+    bit, so `postprocess_rows` on them returns exactly what it returns on all of `decode`'s rows. Work: objectness
+    is thresholded on the raw logits (`logit_floor`), objectness and classes are decoded only for the rows above
+    the floor, and whole rows only for the candidates.
+
+    The selection reads only objectness, the best confidence and whether the best class is the person class, which
+    the test-time augmentations (rescale, de-flip) leave unchanged: rows of several passes can be selected per
+    pass, transformed, and concatenated (pass after pass) before `postprocess_rows`.
+    """
+    out = []
+    for c in _select(outputs, strides, anchors, num_classes, num_keypoints, thresholds):
+        out.append((np.concatenate([c.head, c.keypoints(np.arange(len(c.head)))], axis=1), c.index))
+    return out
 
 
 def boxes_xyxy(rows: np.ndarray) -> np.ndarray:
@@ -152,14 +360,11 @@ def select_candidates(rows: np.ndarray, num_classes: int, conf_thres: float, cla
     Confidence filter, best class, class filter, then conf descending (stable) capped at max_nms; see the module
     docstring.
     """
-    obj = rows[:, 4]
-    index = np.flatnonzero(obj > conf_thres)
-    conf_all = rows[index, 5:5 + num_classes] * rows[index, 4:5]  # float32 obj * cls_c
-    best = np.argmax(conf_all, axis=1) if len(index) else np.zeros(0, np.int64)
-    conf = conf_all[np.arange(len(index)), best]
+    index = np.flatnonzero(rows[:, 4] > conf_thres)
+    conf, best = _best_class(rows[index, 4], np.ascontiguousarray(rows[index, 5:5 + num_classes].T))
     keep = conf > conf_thres
     if classes is not None:
-        keep &= np.isin(best, np.asarray(list(classes), np.int64))
+        keep &= _class_mask(classes, num_classes)[best]
     index, conf, best = index[keep], conf[keep], best[keep]
     order = np.argsort(-conf, kind="stable")[:max_nms]
     return index[order].astype(np.int64), conf[order].astype(np.float32), best[order].astype(np.int64)
@@ -169,8 +374,14 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_thresh
         max_keep: int | None = None) -> np.ndarray:
     """Class-aware greedy NMS; int64 indices of the kept boxes, score descending (= torchvision.ops.batched_nms).
 
-    boxes [M, 4] xyxy (computed in float32), scores [M] finite, class_ids [M] ints. One iteration per kept box, each
-    vectorised over the boxes still alive.
+    boxes [M, 4] xyxy (computed in float32), scores [M] finite, class_ids [M] ints. The greedy rule of the module
+    docstring without a loop per box: boxes are taken in visiting order a block at a time (the first block twice
+    max_keep long, the next ones doubling), and within a block "kept = not suppressed by a kept box before it"
+    is iterated to its fixed point over the suppression edges (pairs of one class with IoU above the threshold,
+    found by `_overlap_pairs` among the block and the boxes kept so far). It stops once max_keep boxes are kept, so
+    with a few hundred detections per image it never looks at most of the low-score candidates. Inputs that would
+    make this slow (a negative threshold, too many overlapping pairs, long chains of boxes each suppressing the
+    next) take the plain loop over kept boxes, `_nms_sequential`.
     """
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     scores = np.asarray(scores, np.float32).reshape(-1)
@@ -178,13 +389,109 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_thresh
     if not (len(boxes) == len(scores) == len(class_ids)):
         raise ValueError(f"nms needs as many boxes ({len(boxes)}), scores ({len(scores)}) and classes "
                          f"({len(class_ids)})")
-    max_keep = len(boxes) if max_keep is None else max_keep
+    count = len(boxes)
+    max_keep = count if max_keep is None else max_keep
+    order = np.argsort(-scores, kind="stable")  # visiting order: score descending, ties by index
+    if not float(iou_threshold) >= 0:  # a negative threshold suppresses boxes that do not even touch
+        return _nms_sequential(boxes, class_ids, order, iou_threshold, max_keep)
+    boxes, class_ids = boxes[order], class_ids[order]
+    keep = np.zeros(count, bool)  # in visiting order
+    start, block = 0, max(2 * max_keep, 256)
+    while start < count and np.count_nonzero(keep[:start]) < max_keep:
+        stop = min(count, start + block)
+        members = np.concatenate([np.flatnonzero(keep[:start]), np.arange(start, stop)])
+        edges = _overlap_pairs(boxes[members], class_ids[members], iou_threshold)
+        if edges is None:
+            return _nms_sequential(boxes, class_ids, np.arange(count), iou_threshold, max_keep, order)
+        first, second = members[edges[0]], members[edges[1]]  # first < second in visiting order
+        suppress = (_iou(boxes, first, second).astype(np.float64) > float(iou_threshold)) & (second >= start)
+        first, second = first[suppress], second[suppress] - start
+        alive = np.ones(stop - start, bool)
+        alive[second[first < start]] = False  # suppressed by a box kept in an earlier block
+        first, second = first[first >= start] - start, second[first >= start]
+        state = alive
+        for _ in range(_MAX_FIXED_POINT_ROUNDS):
+            suppressed = np.zeros(stop - start, bool)
+            suppressed[second[state[first]]] = True
+            update = alive & ~suppressed
+            if np.array_equal(update, state):
+                break
+            state = update
+        else:
+            return _nms_sequential(boxes, class_ids, np.arange(count), iou_threshold, max_keep, order)
+        keep[start:stop] = state
+        start, block = stop, 2 * block
+    return order[np.flatnonzero(keep)[:max_keep]].astype(np.int64)
+
+
+_MAX_FIXED_POINT_ROUNDS = 64  # rounds needed = the longest chain of alternating keep/suppress decisions, + 1
+_MAX_PAIRS = 4_000_000  # overlapping pairs examined at once; beyond this the loop over kept boxes costs less
+
+
+def _iou(boxes: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """float32 IoU of boxes[i] and boxes[j] (xyxy float32), computed the way torchvision's kernel does."""
+    zero = np.float32(0.0)
+    a, b = boxes[i], boxes[j]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+        area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        w = np.maximum(zero, np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]))
+        h = np.maximum(zero, np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]))
+        inter = w * h
+        return inter / ((area_a + area_b) - inter)
+
+
+def _overlap_pairs(boxes: np.ndarray, class_ids: np.ndarray, iou_threshold: float
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every pair (i, j), i < j, of one class whose IoU can exceed iou_threshold = t >= 0, possibly with a few more;
+    None when the sweep would examine more than _MAX_PAIRS pairs.
+
+    IoU <= overlap_x / max(w_i, w_j) and <= overlap_y / max(h_i, h_j) (the union is at least either area), so a
+    pair needs both overlaps above t' * the larger size, t' = 0.99 t (a margin far wider than float32 rounding);
+    boxes without positive width and height, or not finite, have IoU 0 or NaN with everything. One sweep finds the
+    pairs overlapping enough along x (sorted by (class, x1), each box pairs with the later boxes whose x1 lies
+    below x2 - t' w), then the y overlap and the x overlap of the larger box filter them.
+    """
+    x1, y1, x2, y2 = boxes.astype(np.float64).T
+    w, h = x2 - x1, y2 - y1
+    index = np.flatnonzero(np.isfinite(boxes).all(axis=1) & (w > 0) & (h > 0))
+    empty = np.zeros(0, np.int64)
+    if len(index) < 2:
+        return empty, empty
+    slack = 0.99 * float(iou_threshold)
+    # One float64 key per box: classes in blocks wider than any box, x1 inside its block. Rounding keeps the order,
+    # so the search below can only return extra pairs, never miss one.
+    span = 2.0 * np.abs(boxes[index][:, [0, 2]]).max() + 1.0
+    offset = (class_ids[index] - class_ids[index].min()).astype(np.float64) * span
+    keys = offset + x1[index]
+    sort = np.argsort(keys, kind="stable")
+    by_key, keys, offset = index[sort], keys[sort], offset[sort]
+    reach = np.searchsorted(keys, offset + x2[by_key] - slack * w[by_key], side="right")
+    counts = np.maximum(reach - np.arange(len(keys)) - 1, 0)
+    total = int(counts.sum())
+    if total > _MAX_PAIRS:
+        return None
+    first = np.repeat(np.arange(len(keys)), counts)
+    second = first + 1 + (np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts))
+    first, second = by_key[first], by_key[second]
+    over_x = np.minimum(x2[first], x2[second]) - np.maximum(x1[first], x1[second])
+    over_y = np.minimum(y2[first], y2[second]) - np.maximum(y1[first], y1[second])
+    near = ((over_x > slack * np.maximum(w[first], w[second])) & (over_y > slack * np.maximum(h[first], h[second]))
+            & (over_x > 0) & (over_y > 0))
+    first, second = first[near], second[near]
+    return np.minimum(first, second), np.maximum(first, second)
+
+
+def _nms_sequential(boxes: np.ndarray, class_ids: np.ndarray, visit: np.ndarray, iou_threshold: float,
+                    max_keep: int, original: np.ndarray | None = None) -> np.ndarray:
+    """The greedy rule as a loop over kept boxes, each vectorised over the boxes still alive (visit = the visiting
+    order); results are mapped through `original` when the boxes were already reordered."""
     x1, y1, x2, y2 = boxes.T
     area = (x2 - x1) * (y2 - y1)
-    alive = np.argsort(-scores, kind="stable")
+    alive = visit
     keep = []
     zero = np.float32(0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         while alive.size and len(keep) < max_keep:
             i, rest = alive[0], alive[1:]
             keep.append(i)
@@ -194,7 +501,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_thresh
             iou = inter / ((area[i] + area[rest]) - inter)
             suppressed = (iou.astype(np.float64) > float(iou_threshold)) & (class_ids[rest] == class_ids[i])
             alive = rest[~suppressed]
-    return np.asarray(keep, dtype=np.int64)
+    keep = np.asarray(keep, dtype=np.int64)
+    return keep if original is None else original[keep].astype(np.int64)
 
 
 def detect(rows: np.ndarray, num_classes: int, conf_thres: float, iou_thres: float,
@@ -245,38 +553,51 @@ def fuse_keypoints(pose_xy: np.ndarray, pose_scores: np.ndarray, kp_xy: np.ndarr
 
 
 def postprocess_rows(rows: np.ndarray, num_classes: int, num_keypoints: int, letterbox: Letterbox | None = None,
-                     thresholds: Thresholds = COCO_THRESHOLDS) -> PoseDetections:
-    """One image's decoded rows [R, D] (input pixels) -> PoseDetections in image pixels.
+                     thresholds: Thresholds = COCO_THRESHOLDS) -> Poses:
+    """One image's decoded rows [R, D] (input pixels) -> Poses in image pixels.
 
     Person pass, keypoint pass (when num_keypoints > 0 and thresholds.use_kp_dets), undo the letterbox, fuse.
+    The rows may be all of `decode`'s rows or only the candidates (`decode_candidates`): the result is the same.
     """
+    rows = np.asarray(rows, np.float32)
+    return _postprocess(rows, lambda which: rows[which, 5 + num_classes:], num_classes, num_keypoints, letterbox,
+                        thresholds)
+
+
+def _postprocess(rows: np.ndarray, keypoints_of, num_classes: int, num_keypoints: int, letterbox: Letterbox | None,
+                 thresholds: Thresholds) -> Poses:
+    """postprocess_rows on rows [R, >= 5 + nc] (box, objectness, classes) whose keypoint channels come from
+    keypoints_of(row positions) -> float32 [len, 2K]: the fast path decodes them for the kept poses only."""
     t = thresholds
-    person_rows, person_conf, _ = detect(rows, num_classes, t.conf_thres, t.iou_thres, [0], t.max_det, t.max_nms)
-    person = rows[person_rows]
-    boxes = boxes_xyxy(person)
-    pose_xy = person[:, 5 + num_classes:].reshape(len(person), num_keypoints, 2)
+    person_pass, *keypoint_pass = _passes(num_classes, num_keypoints, t)
+    person_rows, person_conf, _ = detect(rows, num_classes, *person_pass, t.max_det, t.max_nms)
+    boxes = boxes_xyxy(rows[person_rows])
+    pose_xy = keypoints_of(person_rows).reshape(len(person_rows), num_keypoints, 2)
     if letterbox is not None:
         boxes = letterbox.to_image(boxes.reshape(-1, 2, 2)).reshape(-1, 4)
         pose_xy = letterbox.to_image(pose_xy)
-    if num_keypoints and t.use_kp_dets and len(person):
-        kp_rows, kp_conf, kp_cls = detect(rows, num_classes, t.conf_thres_kp, t.iou_thres_kp,
-                                          range(1, 1 + num_keypoints), t.max_det, t.max_nms)
+    if keypoint_pass and len(person_rows):
+        kp_rows, kp_conf, kp_cls = detect(rows, num_classes, *keypoint_pass[0], t.max_det, t.max_nms)
         kp_xy = rows[kp_rows, 0:2]
         if letterbox is not None:
             kp_xy = letterbox.to_image(kp_xy)
         keypoints = fuse_keypoints(pose_xy, person_conf, kp_xy, kp_conf, kp_cls - 1, t.conf_thres_kp_person,
                                    t.overwrite_tol)
     else:
-        keypoints = np.concatenate([pose_xy, np.zeros((len(person), num_keypoints, 1), np.float32)], axis=-1)
-    return PoseDetections(keypoints=keypoints.astype(np.float32), boxes=boxes.astype(np.float32), scores=person_conf)
+        keypoints = np.concatenate([pose_xy, np.zeros((len(person_rows), num_keypoints, 1), np.float32)], axis=-1)
+    return Poses(keypoints=keypoints.astype(np.float32), boxes=boxes.astype(np.float32), scores=person_conf)
 
 
 def postprocess(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_classes: int, num_keypoints: int,
                 letterboxes: Sequence[Letterbox | None] | None = None,
-                thresholds: Thresholds = COCO_THRESHOLDS) -> list[PoseDetections]:
-    """Raw level grids for N images -> N PoseDetections: decode, then `postprocess_rows` per image."""
-    rows = decode(outputs, strides, anchors, num_classes, num_keypoints)
-    letterboxes = [None] * len(rows) if letterboxes is None else list(letterboxes)
-    if len(letterboxes) != len(rows):
-        raise ValueError(f"{len(letterboxes)} letterboxes for {len(rows)} images")
-    return [postprocess_rows(r, num_classes, num_keypoints, lb, thresholds) for r, lb in zip(rows, letterboxes)]
+                thresholds: Thresholds = COCO_THRESHOLDS) -> list[Poses]:
+    """Raw level grids for N images -> N Poses, exactly what `postprocess_rows` gives on `decode`'s rows.
+
+    Only the candidate rows are decoded (`decode_candidates`), and their keypoints only for the poses kept.
+    """
+    candidates = _select(outputs, strides, anchors, num_classes, num_keypoints, thresholds)
+    letterboxes = [None] * len(candidates) if letterboxes is None else list(letterboxes)
+    if len(letterboxes) != len(candidates):
+        raise ValueError(f"{len(letterboxes)} letterboxes for {len(candidates)} images")
+    return [_postprocess(c.head, c.keypoints, num_classes, num_keypoints, lb, thresholds)
+            for c, lb in zip(candidates, letterboxes)]

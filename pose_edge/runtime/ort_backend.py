@@ -26,6 +26,14 @@ def _one_line(e: Exception) -> str:
     return text[0] if text else type(e).__name__
 
 
+_ORT_TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(float16)": "float16"}
+
+
+def _io(arg) -> tuple[str, tuple]:
+    """An ONNX Runtime NodeArg as (dtype name, shape with None or a name for dynamic axes)."""
+    return _ORT_TYPES.get(arg.type, arg.type), tuple(arg.shape)
+
+
 class OrtBackend:
     """run(uint8 [N, H, W, 3] BGR) -> list of float32 outputs. meta: ModelMeta; info: GraphInfo; providers: used."""
 
@@ -59,6 +67,8 @@ class OrtBackend:
             raise ArtifactError(f"{self.path}: asked for {', '.join(requested)}, but ONNX Runtime would run it on "
                                 f"{self.providers[0]} ({why}); use device='cpu'")
         self.info = GraphInfo.from_metadata_map(self.session.get_modelmeta().custom_metadata_map, str(self.path))
+        self.info.check_graph([_io(i) for i in self.session.get_inputs()],
+                              [_io(o) for o in self.session.get_outputs()], str(self.path))
         self.meta = self.info.meta
         self.dynamic_size = self.info.dynamic_size  # H, W other than meta.input: multiples of the largest stride
         self.input_name = self.session.get_inputs()[0].name

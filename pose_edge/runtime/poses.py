@@ -44,6 +44,22 @@ class Poses:
         ids = None if self.track_ids is None else self.track_ids[index]
         return Poses(self.keypoints[index], self.boxes[index], self.scores[index], ids, dict(self.extra))
 
+    def finite(self) -> "Poses":
+        """These poses with every value finite: a person whose box or score is NaN or infinite is dropped, a keypoint
+        with a non-finite x, y or confidence becomes (0, 0, 0), not found. How many of each is added to
+        extra["non_finite_people"] and extra["non_finite_keypoints"] (a model that outputs NaN or Inf, e.g. FP16
+        overflow, is flagged there rather than passed on). Returns self when everything is already finite."""
+        person_ok = np.isfinite(self.boxes).all(1) & np.isfinite(self.scores)
+        kp_ok = np.isfinite(self.keypoints).all(-1)
+        if person_ok.all() and kp_ok.all():
+            return self
+        out = self.select(person_ok)
+        kp_ok = kp_ok[person_ok]
+        out.keypoints = np.where(kp_ok[..., None], out.keypoints, np.float32(0)).astype(np.float32)
+        out.extra["non_finite_people"] = out.extra.get("non_finite_people", 0) + int((~person_ok).sum())
+        out.extra["non_finite_keypoints"] = out.extra.get("non_finite_keypoints", 0) + int((~kp_ok).sum())
+        return out
+
     def boxes_xywh(self) -> np.ndarray:
         """float64 [P, 4] (x, y, w, h), COCO's box convention."""
         b = self.boxes.astype(np.float64)

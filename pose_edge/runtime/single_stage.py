@@ -197,6 +197,10 @@ class SingleStagePipeline:
         return self.passes != PLAIN
 
     def __call__(self, frames: Sequence[np.ndarray]) -> list[Poses]:
+        """Poses per frame, every value finite (non-finite ones dropped and counted: Poses.finite)."""
+        return [p.finite() for p in self._run(frames)]
+
+    def _run(self, frames: Sequence[np.ndarray]) -> list[Poses]:
         if not len(frames):
             return []
         with self.timer("preprocess"):
@@ -209,11 +213,11 @@ class SingleStagePipeline:
             index = [i for i, s in enumerate(shapes) if s == shape]
             with self.timer("preprocess"):
                 batch = np.stack([placed[i][0] for i in index])
-            for i, poses in zip(index, self._run(batch, [placed[i][1] for i in index])):
+            for i, poses in zip(index, self._run_batch(batch, [placed[i][1] for i in index])):
                 results[i] = poses
         return results
 
-    def _run(self, batch: np.ndarray, boxes: list[Letterbox]) -> list[Poses]:
+    def _run_batch(self, batch: np.ndarray, boxes: list[Letterbox]) -> list[Poses]:
         if self.tta or self.clip:
             return self._on_host(batch, boxes)
         if self.decoder.on_device and hasattr(self.backend, "run_device"):
@@ -226,31 +230,32 @@ class SingleStagePipeline:
         with self.timer("postprocess"):
             return self.decoder(outputs, boxes)
 
-    def _decode_rows(self, batch: np.ndarray) -> np.ndarray:
+    def _candidate_rows(self, batch: np.ndarray) -> list[np.ndarray]:
+        """One pass of the backend -> per image, its candidate rows [M, D] in letterboxed-input pixels (only the rows
+        that can survive the thresholds are decoded; kapao_decode.decode_candidates)."""
         with self.timer("inference"):
             outputs = self.backend.run(batch)
         with self.timer("postprocess"):
             m = self.meta
-            return kapao_decode.decode(outputs, m.strides, m.anchors, m.num_classes, m.num_keypoints)
+            return [rows for rows, _ in kapao_decode.decode_candidates(outputs, m.strides, m.anchors, m.num_classes,
+                                                                       m.num_keypoints, self.thresholds)]
 
     def _on_host(self, batch: np.ndarray, boxes: list[Letterbox]) -> list[Poses]:
-        """Rows of every pass, in letterboxed-input pixels, concatenated per image before one NMS; then clipping
-        where asked."""
+        """Candidate rows of every pass, in letterboxed-input pixels, concatenated per image (pass after pass) before
+        one NMS, as the reference concatenates all rows; then the post-processing, with clipping where asked."""
         m = self.meta
-        parts = []
+        nc, k = m.num_classes, m.num_keypoints
+        per_image = [[] for _ in range(len(batch))]
         width = batch.shape[2]
         for scale, mirrored in self.passes:
             images = np.ascontiguousarray(batch[:, :, ::-1]) if mirrored else batch
             if scale != 1.0:
                 with self.timer("preprocess"):
                     images, factor = rescale_input(images, scale, self.multiple if self.other_sizes else None)
-            rows = self._decode_rows(images)
-            if scale != 1.0:  # the resize rounds to whole pixels: undo it per axis
-                rows = descale_rows(rows, factor, m.num_classes, m.num_keypoints)
-            if mirrored:
-                rows = deflip_rows(rows, width, m.num_classes, m.num_keypoints)
-            parts.append(rows)
-        rows = np.concatenate(parts, axis=1)
+            for image_rows, rows in zip(per_image, self._candidate_rows(images)):
+                if scale != 1.0:  # the resize rounds to whole pixels: undo it per axis
+                    rows = descale_rows(rows, factor, nc, k)
+                image_rows.append(deflip_rows(rows, width, nc, k) if mirrored else rows)
         post = postprocess_clipped if self.clip else kapao_decode.postprocess_rows
         with self.timer("postprocess"):
-            return [post(r, m.num_classes, m.num_keypoints, box, self.thresholds) for r, box in zip(rows, boxes)]
+            return [post(np.concatenate(rows), nc, k, box, self.thresholds) for rows, box in zip(per_image, boxes)]

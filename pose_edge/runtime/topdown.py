@@ -17,7 +17,9 @@ Scoring (reference §B.6): keypoint score = peak of the (averaged) heatmap; inst
 keypoint scores above 0.2 (0 if none); greedy OKS-NMS per frame at OKS 0.9, the OKS computed with the padded box
 areas and all 17 keypoints.
 Boxes from upstream (a detector, a user) are checked per person: non-finite, empty or wholly off-frame boxes are
-dropped (counted in Poses.extra["dropped_boxes"]), the rest clipped to the frame.
+dropped (counted in Poses.extra["dropped_boxes"]), the rest clipped to the frame. A keypoint whose heatmap peak is
+NaN or infinite (a broken model, FP16 overflow) becomes (0, 0, 0), not found, counted in
+Poses.extra["non_finite_keypoints"].
 """
 
 from __future__ import annotations
@@ -225,10 +227,15 @@ class TopDownPipeline:
             crops = warp_crops(frame, to_input, self.input_size)
         keypoints = self._keypoints(crops, hm_to_image)
         with self.timer("postprocess"):
+            bad = ~np.isfinite(keypoints).all(-1)  # a NaN or Inf heatmap peak: the keypoint is not found
+            if bad.any():
+                keypoints = np.where(bad[..., None], np.float32(0), keypoints)
             scores = rescore(keypoints, box_scores, s.keypoint_threshold)
             keep = np.arange(len(boxes))
             if s.oks_nms is not None:
                 keep = oks_nms(keypoints, scores, size[:, 0] * size[:, 1], s.oks_nms)
         poses = Poses(keypoints[keep], boxes[keep].astype(np.float32), scores[keep].astype(np.float32))
         poses.extra["dropped_boxes"] = dropped
+        if bad.any():
+            poses.extra["non_finite_keypoints"] = int(bad.sum())
         return poses

@@ -1,9 +1,11 @@
 """TensorRT backend: a `.engine` built by `pose-edge export --engine trt` as a Backend.
 
-Before anything of TensorRT is touched: the sidecar (`.engine.json`) must exist and match this machine's TensorRT
-(module and version), this GPU's compute capability (and, for full TensorRT, its name) and the source ONNX's hash
-(pose_edge.runtime.engine_sidecar.check_sidecar), and gpu_status() must report a GPU (constructing a TensorRT runtime
-without one can crash the process). A mismatch is one ArtifactError line with the command that rebuilds the engine.
+Before anything of TensorRT is touched: the sidecar (`.engine.json`) must exist, be well formed and name an allowed
+TensorRT module, and record the sha256 of the very bytes that will be deserialised (a sidecar swapped from another
+engine is refused); gpu_status() must report a GPU (constructing a TensorRT runtime without one can crash the
+process); and the sidecar must match this machine's TensorRT (module and version), this GPU's compute capability (and,
+for full TensorRT, its name) and the source ONNX's hash where the ONNX is present
+(pose_edge.runtime.engine_sidecar). A mismatch is one ArtifactError line with the command that rebuilds the engine.
 
 Device memory and the stream are owned by the backend and released by close() (or `with TrtBackend(...) as b:`);
 every CUDA driver call goes through pose_edge.runtime.gpu.check. Outputs come back as float32 numpy arrays
@@ -20,7 +22,7 @@ import numpy as np
 
 from pose_edge.errors import ArtifactError, PoseEdgeError
 from pose_edge.runtime.backend import prepare_input
-from pose_edge.runtime.engine_sidecar import EngineSidecar, check_sidecar
+from pose_edge.runtime.engine_sidecar import TRT_MODULES, EngineSidecar, check_sidecar, verify_engine
 from pose_edge.runtime.gpu import check, gpu_identity, gpu_status
 from pose_edge.runtime.gpu import driver as cuda_driver
 
@@ -29,8 +31,14 @@ _NP_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8, "
 
 
 def _import(module: str):
+    if module not in TRT_MODULES:  # EngineSidecar.read refuses it already; never import a name read from a file
+        raise ArtifactError(f"unknown TensorRT module {module!r}; expected one of {', '.join(TRT_MODULES)}")
     try:
-        return __import__(module)
+        if module == "tensorrt":
+            import tensorrt
+            return tensorrt
+        import tensorrt_rtx
+        return tensorrt_rtx
     except (ImportError, OSError) as e:
         raise ArtifactError(f"this engine needs the Python module {module!r}, which does not import here ({e})"
                             ) from None
@@ -47,6 +55,11 @@ class TrtBackend:
         self.info = self.sidecar.graph_info
         self.meta = self.info.meta
         self.dynamic_size = False  # the build fixes H and W at the model's input size (export/trt_build.py)
+        try:
+            engine_bytes = self.path.read_bytes()
+        except OSError as e:
+            raise ArtifactError(f"{self.path}: cannot read the engine ({e.strerror})") from None
+        verify_engine(self.sidecar, self.path, engine_bytes)
         ok, why = gpu_status()
         if not ok:
             raise ArtifactError(f"{self.path}: a TensorRT engine needs an NVIDIA GPU ({why}); run the ONNX model "
@@ -68,7 +81,7 @@ class TrtBackend:
 
         self._logger = trt.Logger(trt.Logger.ERROR)
         self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        self.engine = self._runtime.deserialize_cuda_engine(engine_bytes)
         if self.engine is None:
             self.close()
             raise ArtifactError(f"{self.path}: TensorRT cannot deserialise it (truncated or corrupt); rebuild it with "

@@ -144,6 +144,43 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             yield order[start:start + per_rank].tolist()
 
 
+def one_line_errors(loader):
+    """Iterate `loader`, turning a PoseEdgeError raised inside a DataLoader worker (which torch re-raises with the
+    worker's whole traceback in its message) back into its own one-line message, e.g. the image file that failed."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except PoseEdgeError as e:
+            text = str(e)
+            if "Original Traceback" not in text:
+                raise
+            last = text.strip().splitlines()[-1]
+            prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+            raise type(e)(last.removeprefix(prefix)) from None
+        yield batch
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(device: torch.device):
+    """Deterministic kernels for the run on the CPU (restored afterwards). The KAPAO loss gathers predictions at
+    matched (image, anchor, cell) positions, several targets often at one cell; the backward of that gather adds
+    their gradients in an order that depends on how the threads split the work, so two runs with the same seed and
+    thread count differed in the last bits from the first step. torch.use_deterministic_algorithms makes the accumulation ordered. On CUDA it is left as
+    it is: it would need CUBLAS_WORKSPACE_CONFIG and slower kernels, and no GPU run here verified it."""
+    if device.type != "cpu":
+        yield
+        return
+    before, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+
 def to_device(batch, device: torch.device):
     """Tensors anywhere inside dicts/lists/tuples moved to `device`; everything else as it is."""
     if isinstance(batch, torch.Tensor):
@@ -178,8 +215,17 @@ def fit(task: TrainTask, config: TrainConfig, run_dir: str | Path, *, dist: D.Di
     dist: from distributed.setup() (one CPU process if None). resume: continue from run_dir/last.pt (the config
     stored there wins, except `epochs`, which may be raised; `task.model` must be built the same way). on_iteration(epoch, iteration) is called after every
     iteration (tests use it to interrupt a run). log prints a line (rank 0 only; default: stderr).
+
+    Determinism: on the CPU, a run with the same seed, data, world size and torch thread count gives the same
+    weights bit for bit, uninterrupted or killed and resumed (deterministic_algorithms); a different thread count
+    changes the order of float sums and so the last bits.
     """
     dist = dist or D.Dist()
+    with deterministic_algorithms(dist.device):
+        return _fit(task, config, run_dir, dist, resume, progress, on_iteration, log)
+
+
+def _fit(task, config, run_dir, dist, resume, progress, on_iteration, log) -> dict:
     device = dist.device
     run_dir = Path(run_dir)
     main = dist.is_main
@@ -296,7 +342,7 @@ def _train_one_epoch(ddp_model, model, task, config, optimizer, scaler, ema, loa
     t_last = time.perf_counter()
     with EpochProgress(show_progress, iters_per_epoch, f"epoch {epoch + 1}/{config.epochs}",
                        completed=state.iteration) as bar:
-        for batch in loader:
+        for batch in one_line_errors(loader):
             i = state.iteration
             global_iter = epoch * iters_per_epoch + i
             apply_schedule(optimizer, config.schedule, epoch, config.epochs, global_iter, iters_per_epoch)

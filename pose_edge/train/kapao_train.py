@@ -2,7 +2,7 @@
 
 The same two builders as every family's training module (pose_edge.train.run calls them):
     build_config(preset, epochs=None, batch=None, workers=2, amp=None, sync_bn=False, seed=0) -> TrainConfig
-    build_task(preset, data_dir, seed=0, eval_max_images=None) -> TrainTask
+    build_task(preset, data_dir, seed=0, eval_max_images=None, strict=False) -> TrainTask
 Evaluation on the val split through the one evaluation path (pose_edge.evaluate.split): KAPAO -> COCO keypoint AP
 plus box_AP, box_AP50, box_R50 of its pose objects; person detector -> COCO box AP of the person class with R50.
 """
@@ -55,7 +55,7 @@ def build_config(preset: Preset, epochs: int | None = None, batch: int | None = 
 
 
 def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, eval_max_images: int | None = None, log=None,
-               **_unused):
+               strict: bool = False, **_unused):
     """Model, augmented training samples of the train split, the KAPAO loss, and an evaluation on the val split."""
     from pose_edge.data.coco import CocoKeypoints
     from pose_edge.data.kapao_samples import KapaoDataset, collate
@@ -68,7 +68,8 @@ def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, eval_max_ima
     meta = model_meta(preset)
     model = build_model(preset)
     r = preset.train_args
-    dataset = KapaoDataset(CocoKeypoints(data_dir, "train"), preset.input_size, r.get("augment", "kapao"),
+    train_data = CocoKeypoints(data_dir, "train", strict=strict, require_people=True)
+    dataset = KapaoDataset(train_data, preset.input_size, r.get("augment", "kapao"),
                            meta.num_keypoints, r.get("kp_bbox", 0.05), seed=seed)
     criterion = build_loss(meta, r)
 
@@ -76,7 +77,7 @@ def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, eval_max_ima
         loss, parts = criterion(outputs, batch["targets"])
         return loss, dict(zip(("box", "obj", "cls", "kp"), parts.tolist()))
 
-    val_data = CocoKeypoints(data_dir, "val")
+    val_data = CocoKeypoints(data_dir, "val", strict=strict)
 
     def evaluate_fn(model, device):  # the one evaluation path
         return evaluate_split(TorchBackend(model, meta, device), val_data, max_images=eval_max_images)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from pose_edge.errors import PoseEdgeError
+from pose_edge.fsutil import check_writable
 
 def trainer_for(family: str):
     """The training module of a model family (its build_config and build_task), imported when needed."""
@@ -41,9 +42,11 @@ def _resume_dir(resume: str | Path) -> Path:
 def train(preset_name: str, data_dir: str | Path, *, out: str | Path | None = None, epochs: int | None = None,
           batch: int | None = None, device: str | None = None, resume: str | Path | None = None, workers: int = 2,
           seed: int = 0, backbone_weights: str | None = None, sync_bn: bool = False, amp: bool | None = None,
-          eval_every: int = 1, eval_max_images: int | None = None, progress: bool = True, log=None) -> dict:
+          eval_every: int = 1, eval_max_images: int | None = None, strict: bool = False, progress: bool = True,
+          log=None) -> dict:
     """Train `preset_name` on the data set at `data_dir`; return fit's summary (run_dir, best AP, history, ...) on
-    rank 0 and None on the other ranks of a torchrun launch."""
+    rank 0 and None on the other ranks of a torchrun launch. strict: refuse a data set with any bad record instead of
+    leaving those records out with a warning (pose_edge.data.validate)."""
     from pose_edge.models import get_preset
     from pose_edge.models.checkpoint import load_checkpoint
     from pose_edge.train import distributed as D
@@ -63,13 +66,14 @@ def train(preset_name: str, data_dir: str | Path, *, out: str | Path | None = No
             if (run_dir / "last.pt").exists():
                 raise PoseEdgeError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
                                     f"another --out")
+        check_writable(run_dir / "last.pt", "checkpoint")  # before the data is loaded, not after an epoch
         run_dir = D.broadcast_object(dist, run_dir)  # every rank writes nothing but agrees on the folder
         config = module.build_config(preset, epochs=epochs, batch=batch, workers=workers, amp=amp, sync_bn=sync_bn,
                                      seed=seed, eval_every=eval_every)
         seed_everything(seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
         kwargs = {"backbone_weights": backbone_weights} if backbone_weights else {}
         task = module.build_task(preset, data_dir, seed=seed, eval_max_images=eval_max_images,
-                                 log=log if dist.is_main else None, **kwargs)
+                                 log=log if dist.is_main else None, strict=strict, **kwargs)
         summary = fit(task, config, run_dir, dist=dist, resume=resume is not None, progress=progress, log=log)
         return summary if dist.is_main else None
     finally:

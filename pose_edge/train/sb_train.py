@@ -2,7 +2,7 @@
 
 Every family's training module exposes the same two builders, which pose_edge.train.run calls:
     build_config(preset, epochs=None, batch=None, workers=2, amp=None, sync_bn=False, seed=0) -> TrainConfig
-    build_task(preset, data_dir, seed=0, backbone_weights=None, eval_max_images=None) -> TrainTask
+    build_task(preset, data_dir, seed=0, backbone_weights=None, eval_max_images=None, strict=False) -> TrainTask
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def build_config(preset: Preset, epochs: int | None = None, batch: int | None = 
 
 
 def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, backbone_weights: str | None = None,
-               eval_max_images: int | None = None, log=None) -> TrainTask:
+               eval_max_images: int | None = None, log=None, strict: bool = False) -> TrainTask:
     """Model (with ImageNet backbone weights if asked), training crops of the train split, and an evaluation on the
     val split with ground-truth boxes (pose_edge.evaluate.split: no flip, DARK decoding, pycocotools)."""
     from pose_edge.data.coco import CocoKeypoints
@@ -50,7 +50,7 @@ def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, backbone_wei
         described = load_backbone_weights(model, backbone_weights)
         if log:
             log(f"backbone weights: {described}")
-    train_data = CocoKeypoints(data_dir, "train")
+    train_data = CocoKeypoints(data_dir, "train", strict=strict, require_people=True)
     dataset = TopDownDataset(train_data, preset.input_size, meta.extra["sigma"], preset.train_args.get("augment",
                              "sb"), seed=seed, stride=meta.heatmap_stride)
     criterion = JointsMSELoss()
@@ -59,7 +59,7 @@ def build_task(preset: Preset, data_dir: str | Path, seed: int = 0, backbone_wei
         loss = criterion(heatmaps, batch["heatmaps"], batch["weights"])
         return loss, {}
 
-    val_data = CocoKeypoints(data_dir, "val")
+    val_data = CocoKeypoints(data_dir, "val", strict=strict)
 
     def evaluate_fn(model, device):  # the one evaluation path, on ground-truth boxes
         return evaluate_split(TorchBackend(model, meta, device), val_data, max_images=eval_max_images)

@@ -22,12 +22,14 @@ import numpy as np
 
 from pose_edge.data.synth.scene import MAX_FIGURES, annotate, finish_image, render_scene, sample_scene
 from pose_edge.data.synth.video import write_video
+from pose_edge.errors import PoseEdgeError
 from pose_edge.fsutil import atomic_write_bytes, atomic_write_json
 from pose_edge.keypoints import PERSON_CATEGORY
 
 _SPLIT_CODE = {"train": 1, "val": 2, "video": 3}
 _ID_OFFSET = {"train": 0, "val": 1_000_000, "video": 2_000_000}
 JPEG_QUALITY = 92
+MIN_SIZE, MAX_SIZE = 32, 8192  # pixels a side
 
 __all__ = ["write_dataset", "format_stats", "render_image", "image_rng", "write_video"]
 
@@ -114,7 +116,13 @@ def split_stats(images: list[dict], annotations: list[dict]) -> dict:
 def write_dataset(out: str | Path, num_train: int = 1000, num_val: int = 200, seed: int = 0,
                   size: tuple[int, int] = (640, 480), video_frames: int | None = None,
                   progress: bool = True) -> dict:
-    """Write the data set to `out` and return its statistics (see format_stats)."""
+    """Write the data set to `out` and return its statistics (see format_stats). PoseEdgeError for a size outside
+    MIN_SIZE..MAX_SIZE pixels a side (below it the figures cannot be drawn; above it one image would not fit in
+    memory sensibly)."""
+    width, height = size
+    if not (MIN_SIZE <= width <= MAX_SIZE and MIN_SIZE <= height <= MAX_SIZE):
+        raise PoseEdgeError(f"image size {width}x{height}: each side must lie between {MIN_SIZE} and {MAX_SIZE} "
+                            "pixels")
     out = Path(out)
     start = time.perf_counter()
     stats: dict = {"seed": seed, "size": list(size), "out": str(out)}
