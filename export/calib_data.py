@@ -27,13 +27,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DEFAULT_COUNT = 300
 
 
-def crop_person(image: np.ndarray, box_xywh, size_hw: tuple[int, int]) -> np.ndarray:
+def crop_person(image: np.ndarray, box_xywh, size_hw: tuple[int, int], convention: str = "pose_edge") -> np.ndarray:
     """uint8 [H, W, 3] image, person box (x, y, w, h) in image pixels -> uint8 [h, w, 3] crop at the input size, by
-    the top-down pipeline's own transform (pose_edge.geometry: aspect fixed, 1.25 padding)."""
+    the top-down pipeline's own transform in the model's convention (pose_edge.geometry: aspect fixed, 1.25
+    padding)."""
     from pose_edge.geometry import box_to_center_size, crop_affine, warp_crops
 
-    center, size = box_to_center_size(np.asarray(box_xywh, np.float64)[None], size_hw[1] / size_hw[0])
-    return warp_crops(image, crop_affine(center, size, size_hw), size_hw)[0]
+    box = np.asarray(box_xywh, np.float64)[None]
+    center, size = box_to_center_size(box, size_hw[1] / size_hw[0], convention=convention)
+    return warp_crops(image, crop_affine(center, size, size_hw, convention=convention), size_hw)[0]
 
 
 def _coco_split(path: Path) -> tuple[Path, str] | None:
@@ -79,7 +81,7 @@ def calibration_images(source: str | Path, meta: ModelMeta, count: int = DEFAULT
         if meta.family == "simple_baseline":
             for ann in data.person_annotations(image_id):
                 if ann.get("num_keypoints", 1) > 0 and ann["bbox"][2] > 1 and ann["bbox"][3] > 1:
-                    yield crop_person(image, ann["bbox"], size)
+                    yield crop_person(image, ann["bbox"], size, meta.convention)
                     produced += 1
                     if produced >= count:
                         return

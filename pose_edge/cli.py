@@ -195,6 +195,26 @@ def train_cmd(preset, data_dir, epochs, batch, device, resume, out, workers, see
                    f"{summary['best_epoch']} ({summary['time_s']:.0f} s)")
 
 
+def _parse_list(kind):
+    def parse(_ctx, _param, value: str | None):
+        if value is None:
+            return None
+        try:
+            return tuple(kind(v) for v in value.split(","))
+        except ValueError:
+            raise click.BadParameter(f"expected a comma-separated list such as 0.8,1,1.2, got {value!r}") from None
+    return parse
+
+
+def _flag_list(text: str) -> bool:
+    if text.strip() not in ("0", "1"):
+        raise ValueError(text)
+    return text.strip() == "1"
+
+
+PROFILE_NAMES = ("deploy", "coco", "paper", "paper-tta")  # pose_edge.runtime.settings.PROFILES (kept import-free)
+
+
 @main.command("eval")
 @click.argument("artifact")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
@@ -202,24 +222,39 @@ def train_cmd(preset, data_dir, epochs, batch, device, resume, out, workers, see
 @click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
 @click.option("--boxes", default="gt", show_default=True,
               help="Person boxes for top-down models: gt, a COCO detections .json, or a person-detector artefact.")
-@click.option("--flip", is_flag=True, help="Flip test: average with the heatmaps of the mirrored crops (top-down); "
-              "add the mirrored image's detections (KAPAO).")
-@click.option("--refine", type=click.Choice(["dark", "quarter", "none"]), default="dark", show_default=True,
-              help="Sub-pixel refinement of heatmap peaks.")
+@click.option("--settings", "profile", type=click.Choice(PROFILE_NAMES), default="coco", show_default=True,
+              help="coco: every candidate down to confidence 0.001; paper: the published evaluation (top-down: flip "
+                   "test, the model's own refinement; KAPAO: --rect --clip); paper-tta: KAPAO's published test-time "
+                   "augmentation (scales 0.8/1/1.2, mirrored at 1, --clip). The options below override it.")
+@click.option("--flip/--no-flip", default=None, help="Flip test: average with the heatmaps of the mirrored crops "
+              "(top-down); add the mirrored image's detections (KAPAO) [default: the settings'].")
+@click.option("--refine", type=click.Choice(["auto", "dark", "quarter", "none"]), default=None,
+              help="Sub-pixel refinement of heatmap peaks [default: auto, the model's convention's: quarter for "
+                   "Simple Baselines weights, DARK otherwise].")
+@click.option("--rect/--no-rect", default=None, help="KAPAO: rectangular letterbox, the short side padded to a "
+              "multiple of 64 (needs an .onnx, whose input size is dynamic).")
+@click.option("--scales", callback=_parse_list(float), default=None,
+              help="KAPAO test-time scales, e.g. 0.8,1,1.2 (above 1 needs an .onnx).")
+@click.option("--scale-flips", callback=_parse_list(_flag_list), default=None,
+              help="KAPAO: 1 to run that scale mirrored, one per scale, e.g. 0,1,0 (val.py's --flips -1 3 -1).")
+@click.option("--clip/--no-clip", default=None, help="KAPAO: clip person boxes, keypoint-object boxes and the "
+              "first two keypoints to the image, as the original val.py does.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N.")
 @click.option("--results", "results_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the predictions as a COCO results JSON.")
 @click.option("--strict", is_flag=True, help="Refuse a data set or results file with any bad record [default: leave "
               "those out with a warning].")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
-def eval_cmd(artifact: str, data_dir: Path, split: str, boxes: str, flip: bool, refine: str, device: str | None,
-             results_file: Path | None, strict: bool, as_json: bool) -> None:
+def eval_cmd(artifact: str, data_dir: Path, split: str, boxes: str, profile: str, flip: bool | None,
+             refine: str | None, rect: bool | None, scales: tuple | None, scale_flips: tuple | None,
+             clip: bool | None, device: str | None, results_file: Path | None, strict: bool, as_json: bool) -> None:
     """COCO keypoint AP/AR (pycocotools) of ARTIFACT on a data set.
 
     ARTIFACT is `gt` (the ground truth scored as predictions: a check of the data and the scorer, AP 1.0), a
     COCO keypoint results JSON, or a model: a run folder, a checkpoint (.pt), an .onnx or an engine. A person
     detector is scored by its person boxes (pycocotools bbox AP/AR, and R50: recall at IoU 0.5). Models run with the
-    COCO evaluation settings (every candidate down to confidence 0.001), the way every verb scores them.
+    COCO evaluation settings (every candidate down to confidence 0.001), the way every verb scores them, unless
+    --settings says otherwise.
     """
     from pose_edge.data.coco import CocoKeypoints, find_split, load_coco
     from pose_edge.evaluate import scoring
@@ -235,13 +270,16 @@ def eval_cmd(artifact: str, data_dir: Path, split: str, boxes: str, flip: bool, 
     else:
         from pose_edge.artifacts import open_artifact
         from pose_edge.evaluate.split import evaluate_split
+        from pose_edge.runtime.settings import PROFILES
 
+        given = {"flip": flip, "rect": rect, "scales": scales, "scale_flips": scale_flips, "clip": clip}
+        settings = dataclasses.replace(PROFILES[profile], **{k: v for k, v in given.items() if v is not None})
         data = CocoKeypoints(data_dir, split, strict=strict)
         backend = open_artifact(artifact, device)
         box_arg = boxes if boxes == "gt" or boxes.endswith(".json") else open_artifact(boxes, device)
         results = []
         stats = _with_progress(lambda progress: evaluate_split(
-            backend, data, boxes=box_arg, flip=flip, refine=refine, progress=progress, results=results),
+            backend, data, boxes=box_arg, settings=settings, refine=refine, progress=progress, results=results),
             f"eval {Path(artifact).name}", enabled=not as_json)
         if backend.meta.family == "person_detector":
             if results_file is not None:
@@ -319,8 +357,9 @@ def export_cmd(artifact, engine, precision, calib, calib_count, val_dir, batch, 
               "--track).")
 @click.option("--conf", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="Person confidence threshold [default: the deployment settings'].")
-@click.option("--settings", "profile", type=click.Choice(["deploy", "coco"]), default="deploy", show_default=True,
-              help="Post-processing profile: deploy (the people who are there) or coco (keep everything).")
+@click.option("--settings", "profile", type=click.Choice(PROFILE_NAMES), default="deploy", show_default=True,
+              help="Post-processing profile: deploy (the people who are there), coco (keep everything), or the "
+                   "papers' evaluation settings (paper, paper-tta).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N [default: a GPU where one is usable].")
 @click.option("--decode", type=click.Choice(["auto", "numpy", "cuda"]), default="auto", show_default=True,
               help="Decode stage: CUDA kernels on the engine's outputs, or NumPy on the host.")
@@ -386,12 +425,16 @@ def selftest_cmd(gpu: bool, as_json: bool) -> None:
                    "or kapao-s for kapao_s_coco.pt.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder to write [default: runs/PRESET-FILESTEM].")
+@click.option("--convention", type=click.Choice(["simple_baselines", "darkpose"]), default=None,
+              help="Simple Baselines-layout files only: the code that trained them, whose crop and heatmap geometry "
+                   "decoding must follow (the files look the same) [default: simple_baselines; darkpose for "
+                   "DarkPose's ResNet weights].")
 @click.option("--json", "as_json", is_flag=True, help="Print what was imported as JSON.")
-def import_cmd(file: Path, preset: str, out: Path | None, as_json: bool) -> None:
+def import_cmd(file: Path, preset: str, out: Path | None, convention: str | None, as_json: bool) -> None:
     """Import a published checkpoint (Simple Baselines .pth.tar, KAPAO .pt) as a run folder, running no code from it."""
     from pose_edge.models.published import import_checkpoint
 
-    run_dir = import_checkpoint(file, preset, out)
+    run_dir = import_checkpoint(file, preset, out, convention)
     report = json.loads((run_dir / "import.json").read_text())
     if as_json:
         click.echo(json.dumps(report, indent=2))

@@ -36,7 +36,7 @@ from pose_edge.artifacts import open_artifact
 from pose_edge.runtime.poses import Poses
 from pose_edge.runtime.settings import COCO_EVAL, DEPLOY, PROFILES, Settings
 from pose_edge.runtime.single_stage import FAMILIES as SINGLE_STAGE_FAMILIES
-from pose_edge.runtime.single_stage import SingleStagePipeline
+from pose_edge.runtime.single_stage import PLAIN, SingleStagePipeline, settings_passes
 from pose_edge.runtime.timing import StageTimer
 from pose_edge.runtime.topdown import TopDownPipeline
 
@@ -63,8 +63,8 @@ def check_frame(frame) -> np.ndarray:
 
 
 def resolve_settings(settings: str | Settings, conf: float | None = None) -> Settings:
-    """A profile name ("deploy", "coco") or a Settings -> Settings; conf overrides the person confidence threshold of
-    both paradigms (single-stage candidates, detector boxes) and the minimum pose score."""
+    """A profile name (pose_edge.runtime.settings.PROFILES) or a Settings -> Settings; conf overrides the person
+    confidence threshold of both paradigms (single-stage candidates, detector boxes) and the minimum pose score."""
     if isinstance(settings, str):
         if settings not in PROFILES:
             raise PoseEdgeError(f"unknown settings {settings!r}; expected one of {', '.join(PROFILES)} or a Settings")
@@ -99,8 +99,9 @@ class Estimator:
                 raise PoseEdgeError(f"{backend.meta.preset} is a single-stage {family} model; it needs no detector")
             thresholds = settings.detector if family == "person_detector" else settings.single_stage
             self.paradigm = "detector" if family == "person_detector" else "single_stage"
-            tta = {"scales": settings.scales, "flip": settings.flip} if family == "kapao" else {}
-            self.pipeline = SingleStagePipeline(backend, thresholds, decoder, timer=self.timer, **tta)
+            options = ({"scales": settings.scales, "flip": settings.flip, "scale_flips": settings.scale_flips,
+                        "rect": settings.rect, "clip": settings.clip} if family == "kapao" else {})
+            self.pipeline = SingleStagePipeline(backend, thresholds, decoder, timer=self.timer, **options)
             self.box_pipeline = None
         elif family == "simple_baseline":
             self.paradigm = "top_down"
@@ -229,6 +230,16 @@ def describe_backend(backend, decoder) -> dict:
     }
 
 
+def _host_only(settings: Settings, meta) -> bool:
+    """Whether the settings combine outputs on the host for this model: the top-down flip test; KAPAO's test-time
+    augmentation and clipping."""
+    if meta.family == "simple_baseline":
+        return settings.flip
+    if meta.family == "kapao":
+        return settings_passes(settings) != PLAIN or settings.clip
+    return False
+
+
 def _decoder_for(backend, decode: str, pipeline_kind: str, settings: Settings, device_obj=None):
     """The decode stage: the CUDA kernels where the backend's outputs live on the GPU (or decode='cuda'), else None
     (the pipeline's NumPy stage)."""
@@ -237,9 +248,10 @@ def _decoder_for(backend, decode: str, pipeline_kind: str, settings: Settings, d
     on_gpu = hasattr(backend, "run_device")
     if decode == "numpy" or (decode == "auto" and not on_gpu):
         return None
-    if settings.flip or settings.scales != (1.0,):
+    if _host_only(settings, backend.meta):
         if decode == "cuda":
-            raise PoseEdgeError("the flip test combines heatmaps or rows on the host; use decode='numpy' with flip")
+            raise PoseEdgeError("the flip test, test-time augmentation and clipping combine heatmaps or rows on the "
+                                "host; use decode='numpy' with them")
         return None
     from pose_edge.kernels.cuda_device import CudaDevice
     from pose_edge.kernels.stages import GpuHeatmapDecoder, GpuKapaoDecoder
@@ -247,9 +259,9 @@ def _decoder_for(backend, decode: str, pipeline_kind: str, settings: Settings, d
     device = device_obj or CudaDevice(stream=int(backend.stream) if on_gpu else None)
     meta = backend.meta
     if pipeline_kind == "top_down":
-        from pose_edge.runtime.topdown import codec_for
+        from pose_edge.runtime.topdown import decode_options
 
-        return GpuHeatmapDecoder(settings.topdown.refine, codec_for(meta).dark_kernel, device=device)
+        return GpuHeatmapDecoder(*decode_options(meta, settings.topdown), device=device)
     thresholds = settings.detector if meta.family == "person_detector" else settings.single_stage
     return GpuKapaoDecoder(meta, thresholds, device=device)
 
@@ -261,9 +273,10 @@ def load(model, detector=None, *, device: str | None = None, settings: str | Set
     optional person detector for a top-down model.
 
     device: None (a GPU where one is usable, else the CPU), "cpu", "cuda" / "cuda:N". settings: "deploy" (default),
-    "coco" or a Settings; conf: the person confidence threshold. color: the frames' channel order, "bgr" (OpenCV)
-    or "rgb". decode: "auto", "numpy" or "cuda". track: persistent track ids; smooth: One Euro filtering of
-    keypoints along tracks (needs track). flip: test-time flip; refine: heatmap refinement (top-down).
+    "coco", "paper", "paper-tta" (pose_edge.runtime.settings.PROFILES) or a Settings; conf: the person confidence
+    threshold. color: the frames' channel order, "bgr" (OpenCV) or "rgb". decode: "auto", "numpy" or "cuda".
+    track: persistent track ids; smooth: One Euro filtering of keypoints along tracks (needs track). flip: test-time
+    flip; refine: heatmap refinement (top-down): "auto" (the model's convention's), "dark", "quarter" or "none".
     """
     settings = resolve_settings(settings, conf)
     if flip is not None:

@@ -7,12 +7,21 @@ cv2.resize samples with, so a point maps by x_in = x * scale_x + pad_x exactly (
 size is rounded to whole pixels).
 
 Person crops (top-down models), every coordinate in pixels with the centre of the top-left pixel at (0, 0),
-cv2.warpAffine's convention:
-  box -> centre and size  centre (x + w/2, y + h/2) of a box [x, y, w, h]; the shorter side grown so that w / h
-                          equals the input's aspect ratio; both sides times `padding` (1.25). (The reference's unit,
-                          scale = size / pixel_std (200), is not needed: sizes stay in pixels.)
-  image -> input          the centre goes to ((W_in - 1)/2, (H_in - 1)/2) and `size` to the input's full extent:
-                          x_in = k * R(rot) (x_img - c) + (W_in - 1)/2, k = W_in / size_w (rot 0 at inference).
+cv2.warpAffine's convention. A top-down model is decoded with the geometry it was trained with, its convention
+(ModelMeta.convention), one of CONVENTIONS. With a box [x, y, w, h], S = (S_w, S_h) the padded, aspect-fixed size
+in image pixels (the shorter side grown so that S_w / S_h = W_in / H_in, both sides times `padding`, 1.25) and c its
+centre, the image -> input affine is x_in = k * R(rot) (x_img - c) + o:
+
+  convention         centre c            scale k                 o (where c lands)          trained by
+  "pose_edge"        (x + w/2, y + h/2)  W_in / S_w              ((W_in-1)/2, (H_in-1)/2)   pose-edge (ours)
+  "simple_baselines" (x + w/2, y + h/2)  W_in / S_w              (W_in/2, H_in/2)           microsoft/human-pose-
+                                                                                            estimation.pytorch
+  "darkpose"         (x + (w-1)/2, ...)  (W_in-1) / (S_w-1)      ((W_in-1)/2, (H_in-1)/2)   ilovepose/DarkPose
+
+The scale is one number for both axes (the originals build the affine from three points of a similarity). Where a
+convention differs from ours, it is the original's get_affine_transform (lib/utils/transforms.py) and _xywh2cs
+(lib/dataset/coco.py) restated; sizes stay in pixels (the originals' scale = size / 200 is not needed). The heatmap
+side of each convention is pose_edge.heatmap_codec's.
 """
 
 from __future__ import annotations
@@ -26,6 +35,15 @@ from pose_edge.errors import DataError
 
 PAD_VALUE = 114
 BOX_PADDING = 1.25  # person boxes grow by this factor before cropping (Simple Baselines)
+CONVENTIONS = ("pose_edge", "simple_baselines", "darkpose")  # top-down geometry conventions (module docstring)
+DEFAULT_CONVENTION = "pose_edge"
+
+
+def check_convention(convention: str) -> str:
+    """The convention, or a one-line DataError naming the ones there are."""
+    if convention not in CONVENTIONS:
+        raise DataError(f"unknown top-down convention {convention!r}; expected one of {', '.join(CONVENTIONS)}")
+    return convention
 
 
 @dataclass(frozen=True)
@@ -76,17 +94,33 @@ def letterbox(image: np.ndarray, input_size: tuple[int, int], pad_value: int = P
     return canvas, box
 
 
+def rect_input_size(image_size: tuple[int, int], input_size: tuple[int, int], multiple: int = 64) -> tuple[int, int]:
+    """The rectangular letterbox's input (h, w) for an image of image_size (h, w): the image fitted into input_size
+    as `fit` does, and the other side padded only up to the next multiple of `multiple` (KAPAO's val.py --rect, with
+    the largest stride as the multiple), so a 640x427 image at 1280 runs at 1280x896, not 1280x1280. The ceiling is
+    taken in exact integers."""
+    h, w = image_size
+    in_h, in_w = input_size
+    if h <= 0 or w <= 0:
+        raise DataError(f"cannot letterbox an empty image of {w}x{h} pixels")
+    if h * in_w <= w * in_h:  # the width fills the input
+        return min(in_h, -(-h * in_w // (w * multiple)) * multiple), in_w
+    return in_h, min(in_w, -(-w * in_h // (h * multiple)) * multiple)
+
+
 # ----------------------------------------------------------------------------------------------- person crops
 
 
-def box_to_center_size(boxes: np.ndarray, aspect_ratio: float, padding: float = BOX_PADDING
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def box_to_center_size(boxes: np.ndarray, aspect_ratio: float, padding: float = BOX_PADDING,
+                       convention: str = DEFAULT_CONVENTION) -> tuple[np.ndarray, np.ndarray]:
     """boxes [P, 4] (x, y, w, h) -> (centre float64 [P, 2], size float64 [P, 2] = padded, aspect-fixed (w, h)).
 
-    aspect_ratio = W_in / H_in of the model input.
+    aspect_ratio = W_in / H_in of the model input. The centre follows the convention (module docstring): DarkPose
+    counts a box of width w as spanning pixels x .. x + w - 1, the others take its geometric middle.
     """
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    center = boxes[:, :2] + boxes[:, 2:] / 2
+    span = boxes[:, 2:] - 1 if check_convention(convention) == "darkpose" else boxes[:, 2:]
+    center = boxes[:, :2] + span / 2
     w, h = boxes[:, 2].copy(), boxes[:, 3].copy()
     wide = w > aspect_ratio * h
     h = np.where(wide, w / aspect_ratio, h)
@@ -95,8 +129,9 @@ def box_to_center_size(boxes: np.ndarray, aspect_ratio: float, padding: float = 
 
 
 def crop_affine(center: np.ndarray, size: np.ndarray, input_size: tuple[int, int], rotation: np.ndarray | None = None,
-                flip: np.ndarray | None = None) -> np.ndarray:
-    """Image -> input affines float64 [P, 2, 3] of the crops (centre [P, 2], size [P, 2] in image pixels).
+                flip: np.ndarray | None = None, convention: str = DEFAULT_CONVENTION) -> np.ndarray:
+    """Image -> input affines float64 [P, 2, 3] of the crops (centre [P, 2], size [P, 2] in image pixels), by the
+    convention's scale and centre (module docstring).
 
     rotation [P] degrees (the crop's content turns counter-clockwise on screen by that angle); flip [P] bool mirrors
     the crop left-right (x_in -> W_in - 1 - x_in).
@@ -105,13 +140,18 @@ def crop_affine(center: np.ndarray, size: np.ndarray, input_size: tuple[int, int
     size = np.asarray(size, np.float64).reshape(-1, 2)
     p = len(center)
     h_in, w_in = input_size
-    k = w_in / size[:, 0]
+    convention = check_convention(convention)
+    if convention == "darkpose":  # pixel centres at both ends of the width map onto each other
+        k = (w_in - 1) / (size[:, 0] - 1)
+    else:  # pixel edges at both ends of the width map onto each other
+        k = w_in / size[:, 0]
+    target = np.array([w_in / 2, h_in / 2] if convention == "simple_baselines" else [(w_in - 1) / 2, (h_in - 1) / 2])
     theta = np.deg2rad(np.zeros(p) if rotation is None else np.asarray(rotation, np.float64))
     cos, sin = np.cos(theta) * k, np.sin(theta) * k
     m = np.zeros((p, 2, 3))
     # y points down, so this rotation matrix turns the content counter-clockwise as seen on screen.
     m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = cos, sin, -sin, cos
-    m[:, :, 2] = np.array([(w_in - 1) / 2, (h_in - 1) / 2]) - np.einsum("pij,pj->pi", m[:, :, :2], center)
+    m[:, :, 2] = target - np.einsum("pij,pj->pi", m[:, :, :2], center)
     if flip is not None:
         f = np.asarray(flip, bool)
         m[f, 0, :] *= -1

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from pose_edge import __version__
 from pose_edge.errors import ArtifactError
+from pose_edge.geometry import CONVENTIONS, DEFAULT_CONVENTION
 from pose_edge.keypoints import NAMES
 
 FAMILIES = ("simple_baseline", "kapao", "person_detector")
@@ -42,6 +43,10 @@ class ModelMeta:
     family: "simple_baseline" (outputs heatmaps [N, K, H/heatmap_stride, W/heatmap_stride]),
             "kapao" or "person_detector" (outputs one raw grid [N, A*(5+num_classes+2K), H/S, W/S] per stride S,
             channel = a*(5+num_classes+2K) + c, anchors in input pixels).
+    convention: the top-down geometry the weights were trained with (pose_edge.geometry.CONVENTIONS): how person
+            boxes become crops and heatmap pixels map back, the flip handling and the DARK blur kernel. "pose_edge"
+            for our own training (and for every single-stage model); imported weights carry their original's.
+            Artefacts written before the field existed read as "pose_edge".
     """
 
     family: str
@@ -52,12 +57,19 @@ class ModelMeta:
     strides: tuple[int, ...] | None = None
     anchors: tuple[tuple[tuple[float, float], ...], ...] | None = None
     num_classes: int | None = None
+    convention: str = DEFAULT_CONVENTION
     pose_edge_version: str = __version__
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ArtifactError(f"unknown model family {self.family!r}; expected one of {', '.join(FAMILIES)}")
+        if self.convention not in CONVENTIONS:
+            raise ArtifactError(f"{self.preset}: unknown top-down convention {self.convention!r}; expected one of "
+                                f"{', '.join(CONVENTIONS)} (a newer pose-edge wrote it?)")
+        if self.convention != DEFAULT_CONVENTION and self.family != "simple_baseline":
+            raise ArtifactError(f"{self.preset}: the {self.convention} convention is for top-down heatmap models, "
+                                f"not the {self.family} family")
 
     @property
     def num_keypoints(self) -> int:

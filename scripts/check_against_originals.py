@@ -16,9 +16,18 @@ For every model it checks:
      the same float input: the largest difference must be 0 in FP32.
   2. input preparation: the same uint8 BGR image through the original's transform and through pose-edge's backend
      (the imported meta): differences at float rounding only.
-  3. post-processing on the same outputs: the original's functions against pose-edge's decoders, given the same
-     geometry (within 0.1 px), and the offset that pose-edge's own geometry convention gives instead (reported, not
-     a failure: the conventions differ on purpose until the geometry travels with the model).
+  3. geometry and post-processing through pose-edge's own path: the imported meta's convention (ModelMeta.convention,
+     set by the importer) drives the top-down pipeline (pose_edge.runtime.topdown.TopDownPipeline) on a large image
+     with person boxes, with a stand-in backend that returns planted heatmaps (a trained network's kind of output).
+     The crops it hands the backend must be the original's crops (cv2.warpAffine with its get_affine_transform, to 1
+     grey level), and its keypoints the original's get_final_preds of the same heatmaps, with and without the flip
+     test as the original's validate does it (within 0.1 px); DARK's blur weights must be OpenCV's, and the blur
+     kernel in the imported meta the config's. The offset that pose-edge's own convention would give instead is
+     reported (what decoding imported weights without their convention costs).
+  4. KAPAO's published settings: the rectangular letterbox's canvas (--rect) against the original's dataset loader,
+     the test-time-augmentation inputs against its scale_img and the rows' de-scaling and de-flipping against its
+     _descale_pred, and the post-processing with clipping (Settings.clip) against val.py's for people across the
+     image border.
 Exit status 1 if a check fails. The report (Markdown, with the machine) goes to --out.
 """
 
@@ -86,13 +95,25 @@ def gaussian_heatmaps(rng, n: int, k: int, h: int, w: int, sigma: float, noise: 
     return (maps + rng.normal(0, noise, maps.shape)).astype(np.float32)
 
 
-def random_boxes(rng, n: int):
-    """COCO boxes [n, 4] (x, y, w, h) of people-like sizes in a 640x480 image."""
+def boxes_inside(rng, n: int, width: int, height: int):
+    """COCO boxes [n, 4] (x, y, w, h) of people-like sizes lying inside a width x height image (so that the
+    pipeline's clipping of boxes to the frame changes none of them)."""
     import numpy as np
 
     w = rng.uniform(20, 300, n)
     h = w * rng.uniform(1.0, 3.5, n)
-    return np.stack([rng.uniform(0, 400, n), rng.uniform(0, 300, n), w, h], 1)
+    return np.stack([rng.uniform(0, width - w - 1), rng.uniform(0, height - h - 1), w, h], 1)
+
+
+class PlantedHeatmaps:
+    """A stand-in backend with a model's meta: run(crops) keeps the crops and returns the next planted heatmaps."""
+
+    def __init__(self, meta, heatmaps):
+        self.meta, self.heatmaps, self.inputs = meta, heatmaps, []
+
+    def run(self, images):
+        self.inputs.append(images.copy())
+        return [self.heatmaps[:len(images)].copy()]
 
 
 def box_to_center_scale(box, aspect: float, kind: str):
@@ -113,20 +134,6 @@ def box_to_center_scale(box, aspect: float, kind: str):
     return center, np.array([w / 200.0, h / 200.0], np.float32) * 1.25
 
 
-def pose_edge_heatmap_to_image(boxes, input_hw):
-    """pose-edge's own geometry: [n, 2, 3] heatmap -> image affines of these boxes (runtime/topdown.py)."""
-    import numpy as np
-
-    from pose_edge.geometry import box_to_center_size, crop_affine, invert_affine
-    from pose_edge.heatmap_codec import GaussianHeatmapCodec
-
-    center, size = box_to_center_size(boxes, input_hw[1] / input_hw[0])
-    to_image = invert_affine(crop_affine(center, size, input_hw))
-    to_input = np.vstack([GaussianHeatmapCodec(input_hw).heatmap_to_input, [0, 0, 1]])
-    return np.einsum("nij,jk->nik", np.concatenate([to_image, np.tile([[[0, 0, 1.0]]], (len(boxes), 1, 1))], 1),
-                     to_input)[:, :2], size
-
-
 # ------------------------------------------------------------------------------------ Simple Baselines and DarkPose
 
 SB_CASES = [  # (config under experiments/coco, preset); the first is checked in every saved layout
@@ -140,7 +147,7 @@ SB_CASES = [  # (config under experiments/coco, preset); the first is checked in
 DARK_CASES = [  # (config, preset or None: decoding only)
     ("resnet/res50_256x192_d256x3_adam_lr1e-3.yaml", "sb-r50-256x192"),
     ("resnet/res50_384x288_d256x3_adam_lr1e-3.yaml", None),
-    ("resnet/res50_128x96_d256x3_adam_lr1e-3.yaml", None),
+    ("resnet/res50_128x96_d256x3_adam_lr1e-3.yaml", "sb-r50-128x96"),
 ]
 FLIP_PAIRS = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]
 
@@ -196,10 +203,17 @@ def check_heatmap_models(kind: str, checkout: Path, quick: bool) -> list:
     from core.inference import get_final_preds
     from utils.transforms import flip_back, get_affine_transform
 
+    import dataclasses
+
+    import cv2
+
+    from pose_edge.model_meta import InputSpec, ModelMeta
     from pose_edge.models.checkpoint import load_model
-    from pose_edge.models.published import import_checkpoint
+    from pose_edge.models.published import import_checkpoint, with_convention
     from pose_edge.models.torch_backend import TorchBackend
-    from pose_edge.runtime.heatmap_decode import decode_heatmaps
+    from pose_edge.runtime.heatmap_decode import dark_blur_weights
+    from pose_edge.runtime.settings import TopDownSettings
+    from pose_edge.runtime.topdown import TopDownPipeline, codec_for
     from pose_edge.runtime.topdown import flip_back as our_flip_back
 
     results: list = []
@@ -225,7 +239,8 @@ def check_heatmap_models(kind: str, checkout: Path, quick: bool) -> list:
                 with torch.no_grad():
                     expected = net(x)
                 for layout, path in files.items():
-                    ours, meta, _ = load_model(import_checkpoint(path, preset, Path(tmp) / f"run-{layout}"))
+                    ours, meta, _ = load_model(import_checkpoint(path, preset, Path(tmp) / f"run-{layout}",
+                                                                 convention=kind))
                     with torch.no_grad():
                         diff = (ours(x) - expected).abs().max().item()
                     check(results, f"{name}: raw heatmaps, {layout} -> {preset}", diff, 0.0,
@@ -242,48 +257,68 @@ def check_heatmap_models(kind: str, checkout: Path, quick: bool) -> list:
                                f"({meta.input.color})", float(np.abs(got - original).max() / np.abs(original).max()),
                       1e-4, "(relative to the largest output)")
 
-        # Post-processing on the same heatmaps: planted Gaussians (a trained network's output) for 16 boxes.
+        # Geometry and post-processing through pose-edge's own path: the top-down pipeline, driven by the meta the
+        # importer writes (for the decoding-only configs, the meta it would write for them), on a large image with
+        # 16 person boxes inside it; the backend returns planted Gaussians (a trained network's kind of output).
         sigma = float(extra.SIGMA)
-        heatmaps = gaussian_heatmaps(rng, 16, 17, h_hm, w_hm, sigma)
-        boxes = random_boxes(rng, 16)
+        if preset is None:
+            imported_meta = with_convention(ModelMeta("simple_baseline", f"{kind}-{h_in}x{w_in}",
+                                                      InputSpec(h_in, w_in), heatmap_stride=4,
+                                                      extra={"sigma": sigma}), kind)
+        else:
+            imported_meta = meta
+        codec = codec_for(imported_meta)
+        check(results, f"{name}: geometry convention in the imported meta", float(imported_meta.convention != kind),
+              0.0, f"({imported_meta.convention}; 1 = wrong)")
+        if kind == "darkpose":
+            kernel = int(config.TEST.BLUR_KERNEL)
+            check(results, f"{name}: DARK blur kernel in the imported meta vs the config's TEST.BLUR_KERNEL "
+                           f"({kernel})", float(abs(codec.dark_kernel - kernel)), 0.0)
+            check(results, f"{name}: DARK blur weights vs OpenCV's getGaussianKernel({kernel}, 0), which the "
+                           "original's cv2.GaussianBlur uses", float(np.abs(
+                               dark_blur_weights(kernel) - cv2.getGaussianKernel(kernel, 0).ravel()).max()), 1e-12)
+        n = 16
+        image = cv2.GaussianBlur(rng.integers(0, 256, (1400, 1800, 3), dtype=np.uint8), (3, 3), 0)
+        boxes = boxes_inside(rng, n, 1800, 1400)
+        xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1)
         cs = [box_to_center_scale(b, w_in / h_in, kind) for b in boxes]
         center, scale = np.stack([c for c, _ in cs]), np.stack([s for _, s in cs])
-        if kind == "simple_baselines":
-            refine, kernel = "quarter", None
-        else:
-            refine, kernel = "dark", int(config.TEST.BLUR_KERNEL)
-        original, _ = get_final_preds(config, heatmaps.copy(), center, scale)
-        their_affine = np.stack([get_affine_transform(c, s, 0, [w_hm, h_hm], inv=1) for c, s in zip(center, scale)])
-        ours = decode_heatmaps(heatmaps, their_affine, refine=refine, dark_kernel=kernel or 11)[..., :2]
-        label = f"{refine}" + (f", blur kernel {kernel}" if kernel else "")
-        if kernel:
-            import cv2
+        planted = gaussian_heatmaps(rng, 2 * n, 17, h_hm, w_hm, sigma)
+        label = f"{codec.refine}" + (f", blur kernel {codec.dark_kernel}" if codec.refine == "dark" else "")
+        for flip in (False, True):
+            backend = PlantedHeatmaps(imported_meta, planted)
+            poses = TopDownPipeline(backend, TopDownSettings(oks_nms=None), flip=flip)(image, xyxy)
+            output = planted[:n].copy()
+            if flip:  # the original's validate (lib/core/function.py): flip_back, then SHIFT_HEATMAP in Simple Baselines
+                flipped = flip_back(planted[n:].copy(), FLIP_PAIRS)
+                if kind == "simple_baselines":
+                    flipped[:, :, :, 1:] = flipped.copy()[:, :, :, 0:-1]
+                output = (output + flipped) * 0.5
+            original, maxvals = get_final_preds(config, output.copy(), center, scale)
+            what = "with the flip test" if flip else "no flip test"
+            check(results, f"{name}: keypoints, original get_final_preds vs pose-edge's top-down pipeline with the "
+                           f"imported meta ({imported_meta.convention}: its crops, heatmap affine, {label}), {what}",
+                  float(np.abs(poses.keypoints[..., :2] - original).max()), 0.1, f"(max image px, {n} boxes x 17)")
+            if not flip:
+                crops = backend.inputs[0]
+                theirs = np.stack([cv2.warpAffine(image, get_affine_transform(c, s_, 0, config.MODEL.IMAGE_SIZE),
+                                                  (w_in, h_in), flags=cv2.INTER_LINEAR) for c, s_ in zip(center, scale)])
+                check(results, f"{name}: crops the pipeline feeds the network vs the original's warpAffine with its "
+                               "get_affine_transform", float(np.abs(crops.astype(int) - theirs).max()), 1.0,
+                      f"(max grey-level difference, {n} crops of {h_in}x{w_in})")
+        check(results, f"{name}: flip_back (reverse W, swap left/right), pose-edge vs original",
+              float(np.abs(our_flip_back(planted[n:]) - flip_back(planted[n:].copy(), FLIP_PAIRS)).max()), 0.0)
 
-            from pose_edge.runtime.heatmap_decode import dark_blur_weights
-
-            check(results, f"{name}: pose-edge's DARK blur weights vs OpenCV's getGaussianKernel({kernel}, 0), "
-                           f"which the original's cv2.GaussianBlur uses", float(np.abs(
-                               dark_blur_weights(kernel) - cv2.getGaussianKernel(kernel, 0).ravel()).max()), None,
-                  "(reported only; OpenCV uses fixed tables for 3, 5 and 7 taps)")
-        check(results, f"{name}: keypoints, original post-processing vs pose-edge decoder ({label}) in the original's "
-                       f"geometry", float(np.abs(ours - original).max()), 0.1, "(max px, 16 crops x 17 joints)")
-        native, size = pose_edge_heatmap_to_image(boxes, (h_in, w_in))
-        check(results, f"{name}: box -> crop size, pose-edge vs original rule", float(np.abs(
-            size - scale.astype(np.float64) * 200).max()), 1e-3, "(image px)")
-        check(results, f"{name}: box -> crop centre x, pose-edge minus original", float(np.mean(
-            boxes[:, 0] + boxes[:, 2] / 2 - center[:, 0])), None, "(image px; reported only)")
-        ours_native = decode_heatmaps(heatmaps, native, refine=refine, dark_kernel=kernel or 11)[..., :2]
-        offset = ours_native - original
-        px_per_input = (scale[:, None, :] * 200 / np.array([w_in, h_in]))  # image px per input px, per crop
-        in_input = offset / px_per_input
-        check(results, f"{name}: pose-edge's own geometry minus the original's, x (input px)",
-              float(np.mean(in_input[..., 0])), None, f"(spread {np.ptp(in_input[..., 0]):.2g}; reported only)")
-        check(results, f"{name}: pose-edge's own geometry minus the original's, y (input px)",
-              float(np.mean(in_input[..., 1])), None, f"(spread {np.ptp(in_input[..., 1]):.2g}; reported only)")
-
-        flipped = gaussian_heatmaps(rng, 2, 17, h_hm, w_hm, sigma)
-        diff = np.abs(our_flip_back(flipped) - flip_back(flipped.copy(), FLIP_PAIRS)).max()
-        check(results, f"{name}: flip_back (reverse W, swap left/right), pose-edge vs original", float(diff), 0.0)
+        # What decoding in pose-edge's own convention would cost these weights (the bias the convention removes).
+        own = dataclasses.replace(imported_meta, convention="pose_edge")
+        poses = TopDownPipeline(PlantedHeatmaps(own, planted), TopDownSettings(refine=codec.refine, oks_nms=None))(
+            image, xyxy)
+        original, _ = get_final_preds(config, planted[:n].copy(), center, scale)
+        in_input = (poses.keypoints[..., :2] - original) / (scale[:, None, :] * 200 / np.array([w_in, h_in]))
+        for axis, letter in ((0, "x"), (1, "y")):
+            check(results, f"{name}: decoded with pose-edge's own convention instead, minus the original, {letter} "
+                           "(input px)", float(np.mean(in_input[..., axis])), None,
+                  f"(spread {np.ptp(in_input[..., axis]):.2g}; reported only)")
     return results
 
 
@@ -360,6 +395,9 @@ def check_kapao(checkout: Path, quick: bool) -> list:
     font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     (scratch / "Arial.ttf").symlink_to(font)
     os.chdir(scratch)
+    # Environment shim: its dataset loader uses np.int, which NumPy 1.24 removed (it meant the builtin int).
+    if not hasattr(np, "int"):
+        np.int = int
     sys.path.insert(0, str(checkout))
     import val
     from models.experimental import attempt_load
@@ -372,6 +410,8 @@ def check_kapao(checkout: Path, quick: bool) -> list:
     from pose_edge.models.checkpoint import load_model
     from pose_edge.models.published import import_checkpoint
     from pose_edge.runtime import kapao_decode
+    from pose_edge.runtime.settings import PAPER
+    from pose_edge.runtime.single_stage import postprocess_clipped
 
     data = yaml.safe_load((checkout / "data" / "coco-kp.yaml").read_text())
     results: list = []
@@ -435,18 +475,25 @@ def check_kapao(checkout: Path, quick: bool) -> list:
     box = fit(image_hw, (1280, 1280))
     region = (box.pad[0], box.pad[1], box.pad[0] + 1280, box.pad[1] + 854)
     rng = np.random.default_rng(0)
-    for where, planted_in in (("inside the image", region), ("also across the image border", None)):
+    cases = (("inside the image", region, False), ("also across the image border", None, False),
+             ("also across the image border", None, True))
+    for where, planted_in, clip in cases:
         worst, differing, total, fused = 0.0, 0, 0, 0
+        trial_rng = np.random.default_rng(1 if planted_in is None else 0)  # the same people with and without clip
         for trial in range(5):
-            grids = _plant_grids(rng, meta.strides, meta.anchors, meta.num_classes, meta.num_keypoints, 1280,
+            grids = _plant_grids(trial_rng, meta.strides, meta.anchors, meta.num_classes, meta.num_keypoints, 1280,
                                  planted_in)
             with torch.no_grad():
                 out, _ = detect([torch.from_numpy(g.copy()) for g in grids])
             person_dets, kp_dets = val.run_nms(settings, out)
             _, poses, scores, _, _ = val.post_process_batch(settings, torch.zeros(1, 3, 1280, 1280), [],
                                                             [[image_hw]], person_dets, kp_dets)
-            ours = kapao_decode.postprocess(grids, meta.strides, meta.anchors, meta.num_classes,
-                                            meta.num_keypoints, [box])[0]
+            if clip:  # Settings.clip: the single-stage pipeline's post-processing with val.py's clipping
+                rows = kapao_decode.decode(grids, meta.strides, meta.anchors, meta.num_classes, meta.num_keypoints)
+                ours = postprocess_clipped(rows[0], meta.num_classes, meta.num_keypoints, box, PAPER.single_stage)
+            else:
+                ours = kapao_decode.postprocess(grids, meta.strides, meta.anchors, meta.num_classes,
+                                                meta.num_keypoints, [box])[0]
             theirs = np.array(poses, np.float64).reshape(-1, meta.num_keypoints, 3)
             if len(theirs) != len(ours.keypoints) or not np.allclose(scores, ours.scores, atol=1e-6):
                 worst = float("inf")
@@ -461,11 +508,123 @@ def check_kapao(checkout: Path, quick: bool) -> list:
         if planted_in is not None:
             check(results, f"{name}: keypoints (x, y, conf), original val.py post-processing vs pose-edge, "
                            f"people {where}", worst, 0.1, detail)
+        elif clip:
+            check(results, f"{name}: the same, people {where}, pose-edge with clip (Settings.clip, on in the paper "
+                           "profiles)", worst, 0.1, detail)
         else:
-            check(results, f"{name}: the same, people {where}", worst, None,
+            check(results, f"{name}: the same, people {where}, pose-edge without clip (its default)", worst, None,
                   detail[:-1] + ": the original clips keypoint-object boxes and the first two keypoints to the "
-                  "image, pose-edge does not; reported only)")
+                  "image; reported only)")
+
+    results += _check_rect(checkout, data)
+    results += _check_tta(original, data)
     return results
+
+
+def _check_rect(checkout: Path, data: dict) -> list:
+    """--rect: the canvas the original's dataset loader (utils/datasets.py, rect=True, batch 1, stride 64, as val.py
+    builds it) makes of images of several sizes, against pose-edge's rect letterbox (Settings.rect)."""
+    import numpy as np
+    from utils.datasets import LoadImagesAndLabels
+
+    from pose_edge.geometry import letterbox, rect_input_size
+
+    results: list = []
+    name = "kapao --rect"
+    print(name, file=sys.stderr, flush=True)
+    # 333 x 2.56 = 852.48 and 335 x 2.56 = 857.6: the original truncates resized sizes, pose-edge rounds them.
+    sizes = [(427, 640), (640, 427), (375, 500), (1500, 2000), (333, 500), (335, 500), (480, 640), (500, 500)]
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        images = {}
+        for i, (h, w) in enumerate(sizes):
+            image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            images[f"{i:03d}.png"] = image
+            cv2_write(folder / f"{i:03d}.png", image)
+        dataset = LoadImagesAndLabels(str(folder), "labels", 1280, 1, rect=True, stride=64,
+                                      kp_flip=data["kp_flip"])
+        shape_diff, pixel_diff, truncated, worst_truncated = 0, 0.0, [], 0.0
+        for i in range(len(dataset)):
+            img, _, path, _ = dataset[i]
+            theirs = np.ascontiguousarray(img.numpy().transpose(1, 2, 0)[:, :, ::-1])  # RGB CHW -> BGR HWC
+            image = images[Path(path).name]
+            ours, _ = letterbox(image, rect_input_size(image.shape[:2], (1280, 1280), 64))
+            if ours.shape != theirs.shape:
+                shape_diff += 1
+                continue
+            diff = float(np.abs(ours.astype(int) - theirs).max())
+            h, w = image.shape[:2]
+            r = 1280 / max(h, w)
+            if (int(h * r), int(w * r)) == (round(h * r), round(w * r)):
+                pixel_diff = max(pixel_diff, diff)
+            else:
+                truncated.append(f"{w}x{h} resized to {int(h * r)} rows there, {round(h * r)} here")
+                worst_truncated = max(worst_truncated, diff)
+    check(results, f"{name}: canvas size, pose-edge's rect letterbox vs the original's loader", float(shape_diff), 0.0,
+          f"(images of {len(sizes)} sizes whose canvas sizes differ)")
+    check(results, f"{name}: canvas pixels where both resize to the same size", pixel_diff, 1.0,
+          "(max grey-level difference)")
+    check(results, f"{name}: canvas pixels where the original's truncated size is a pixel smaller",
+          worst_truncated, None, f"(max grey-level difference; {'; '.join(truncated)}: the image content lies a "
+          "sub-pixel apart, which pose-edge's letterbox maps back exactly; reported only)")
+    return results
+
+
+def cv2_write(path: Path, image) -> None:
+    import cv2
+
+    if not cv2.imwrite(str(path), image):
+        raise SystemExit(f"cannot write {path}")
+
+
+def _check_tta(model, data: dict) -> list:
+    """Test-time augmentation: the original's scale_img (utils/torch_utils.py) against pose-edge's rescale_input on a
+    1280x1280 canvas, and its _descale_pred (models/yolo.py) against descale_rows / deflip_rows on random rows, for
+    val.py's --scales 0.8 1 1.2 --flips -1 3 -1."""
+    import numpy as np
+    import torch
+    from utils.torch_utils import scale_img
+
+    from pose_edge.runtime.single_stage import deflip_rows, descale_rows, rescale_input
+
+    results: list = []
+    name = "kapao TTA"
+    print(name, file=sys.stderr, flush=True)
+    rng = np.random.default_rng(0)
+    canvas = cv2_blur(rng.integers(0, 256, (1, 1280, 1280, 3), dtype=np.uint8))
+    x = torch.from_numpy(canvas[..., ::-1].transpose(0, 3, 1, 2).copy()).float() / 255  # val.py's input
+    depth = 5 + data["nc"] + data["num_coords"]
+    rows = rng.uniform(0, 1280, (1, 500, depth)).astype(np.float32)
+    model.nc = data["nc"]  # train.py attaches it to the model it saves (the published files carry it)
+    for scale, flips in ((0.8, None), (1.0, 3), (1.2, None)):
+        if scale != 1.0:
+            theirs = scale_img(x, scale, gs=64)[0].numpy().transpose(1, 2, 0)[:, :, ::-1] * 255
+            ours, factor = rescale_input(canvas, scale, 64)
+            check(results, f"{name}: input at scale {scale}, size, pose-edge vs scale_img",
+                  float(ours.shape[1:3] != theirs.shape[:2]), 0.0, f"({ours.shape[1]}x{ours.shape[2]})")
+            check(results, f"{name}: input at scale {scale}, pixels (bilinear; padding 114 vs 0.447 x 255)",
+                  float(np.abs(ours[0].astype(np.float64) - theirs).max()), 2.0, "(max grey-level difference)")
+        else:
+            factor = np.ones(2, np.float32)
+        with torch.no_grad():
+            expected = model._descale_pred(torch.from_numpy(rows.copy()), flips, scale, (1280, 1280),
+                                           data["kp_flip"]).numpy()
+        got = descale_rows(rows, factor, data["nc"], data["num_coords"] // 2)
+        if flips == 3:
+            got = deflip_rows(got, 1280, data["nc"], data["num_coords"] // 2)
+        check(results, f"{name}: rows of the pass at scale {scale}{' mirrored' if flips else ''}, de-scaled and "
+                       "de-flipped, pose-edge vs _descale_pred", float(np.abs(got - expected).max()), 1e-3,
+              "(max abs over 500 random rows, every column)")
+    return results
+
+
+def cv2_blur(images):
+    import cv2
+    import numpy as np
+
+    return np.stack([cv2.GaussianBlur(i, (5, 5), 0) for i in images])
 
 
 # ---------------------------------------------------------------------------------------------------------- report
@@ -501,8 +660,9 @@ def commit_of(checkout: Path) -> str:
 def write_report(path: Path, runs: list, before: dict, seconds: float) -> None:
     lines = ["# `pose-edge import` checked against the original code", "",
              "Written by `scripts/check_against_originals.py`. Raw outputs must match to 0 in FP32; keypoints within "
-             "0.1 px of the original post-processing in the original's geometry. Rows marked *info* are reported, "
-             "not checked.", "",
+             "0.1 px of the original post-processing, through pose-edge's own pipelines driven by the imported "
+             "model's meta (its geometry convention); crops and letterboxed inputs to a grey level or two. Rows "
+             "marked *info* are reported, not checked.", "",
              f"Machine: {before['cpu']}, {before['cores']} cores, {before['system']}; Python {before['python']}, "
              f"torch {before['torch']}, numpy {before['numpy']}, OpenCV {before['cv2']}, PyYAML {before['yaml']}. "
              f"Load average at the start {before['load'][0]:.1f} / {before['load'][1]:.1f} / {before['load'][2]:.1f} "

@@ -1,5 +1,6 @@
-"""The heatmap decoder as it was before the fast path (issue 14), kept verbatim as the reference the tests compare
-pose_edge.runtime.heatmap_decode with. Same contract (heatmap_decode's docstring)."""
+"""The heatmap decoder as it was before the fast path (issue 14), kept verbatim (but for the blur weights, which it
+takes from pose_edge) as the reference the tests compare pose_edge.runtime.heatmap_decode with. Same contract
+(heatmap_decode's docstring)."""
 
 from __future__ import annotations
 
@@ -27,13 +28,11 @@ def dark_kernel_for_sigma(sigma: float) -> int:
 
 
 def dark_blur_weights(kernel: int) -> np.ndarray:
-    """float64 [kernel]: the 1-D Gaussian of OpenCV's sigma-0 rule, sigma = 0.3*((kernel-1)/2 - 1) + 0.8, summing to 1."""
-    _check_dark_kernel(kernel)
-    radius = (kernel - 1) // 2
-    sigma = 0.3 * (radius - 1) + 0.8
-    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
-    g = np.exp(-(offsets**2) / (2.0 * sigma * sigma))
-    return g / g.sum()
+    """The blur weights are not part of what the fast path changed: both decoders take today's (OpenCV's sigma-0
+    kernel, tables up to 7 taps since issue 12; tested against cv2 in test_conventions)."""
+    from pose_edge.runtime.heatmap_decode import dark_blur_weights as current
+
+    return current(kernel)
 
 
 def _check_dark_kernel(kernel) -> None:

@@ -58,17 +58,19 @@ def predict_split(estimator: Estimator, data, boxes="gt", image_ids: Sequence[in
     return SplitResults(keypoint_results, box_results, image_ids)
 
 
-def evaluate_split(backend, data, *, boxes="gt", settings: Settings = COCO_EVAL, flip: bool = False,
+def evaluate_split(backend, data, *, boxes="gt", settings: Settings = COCO_EVAL, flip: bool | None = None,
                    refine: str | None = None, max_images: int | None = None, batch_size: int = 8,
                    progress: Callable[[int, int], None] | None = None, results: list | None = None) -> dict:
     """COCO statistics of `backend` (any runtime backend: ONNX Runtime, TensorRT, PyTorch) on `data`.
 
-    boxes: for a top-down model, "gt", a detections .json, or a person-detector backend. flip: test-time flip.
-    refine: heatmap refinement (default the settings'). max_images: the first this many images only (the ground
-    truth restricted to them). results: if a list is given, the predictions are appended to it (keypoint results;
-    box results for a detector), e.g. to write them to a file.
+    boxes: for a top-down model, "gt", a detections .json, or a person-detector backend. settings: COCO_EVAL, or
+    e.g. PAPER to score imported weights as their paper did. flip: test-time flip (default the settings'). refine:
+    heatmap refinement (default the settings'). max_images: the first this many images only (the ground truth
+    restricted to them). results: if a list is given, the predictions are appended to it (keypoint results; box
+    results for a detector), e.g. to write them to a file.
     """
-    settings = dataclasses.replace(settings, flip=flip)
+    if flip is not None:
+        settings = dataclasses.replace(settings, flip=flip)
     if refine is not None:
         settings = dataclasses.replace(settings, topdown=dataclasses.replace(settings.topdown, refine=refine))
     detector = boxes if hasattr(boxes, "run") else None

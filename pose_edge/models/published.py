@@ -15,6 +15,12 @@ Simple Baselines (microsoft/human-pose-estimation.pytorch, pose_estimation/train
   channel order (it reads with cv2 and never converts), so the imported meta says color "BGR" with those values.
   The "caffe"-style checkpoints (stride in the 1x1 conv) have the same tensors and cannot be told apart: do not
   import them.
+  Geometry: the two repositories save identical files but trained with different conventions (pose_edge.geometry,
+  pose_edge.heatmap_codec), so the file cannot say which it is: `convention` does ("simple_baselines", the default,
+  for the Simple Baselines release such as pose_resnet_50_256x192.pth.tar; "darkpose" for DarkPose's ResNet
+  weights). It goes into the run's meta (ModelMeta.convention), and from there into every ONNX model and engine
+  exported from it, so decoding follows it everywhere; DarkPose's also records its blur kernel (3 at 128x96, 11
+  otherwise) as meta.extra["dark_kernel"].
 
 KAPAO (wmcnally/kapao, train.py; the YOLOv5 layout)
     {"epoch", "best_fitness", "model": Model, "ema": Model, "updates", "optimizer", "wandb_id"}, both models in half
@@ -38,6 +44,7 @@ import torch
 
 from pose_edge.errors import ArtifactError, PoseEdgeError
 from pose_edge.fsutil import atomic_write_json
+from pose_edge.heatmap_codec import dark_kernel_for
 from pose_edge.models import build_model, get_preset, model_meta
 from pose_edge.models.preset import Preset
 from pose_edge.models.safe_unpickle import Placeholder, load_untrusted, module_state_dict
@@ -237,15 +244,39 @@ def _kapao_anchors(extracted: Extracted, preset: Preset, path: Path) -> tuple[tu
     return (stored if differ else ours), differ
 
 
+TOPDOWN_CONVENTIONS = ("simple_baselines", "darkpose")  # what a Simple Baselines-layout checkpoint may have been
+
+
+def _check_topdown_convention(convention: str) -> str:
+    if convention not in TOPDOWN_CONVENTIONS:
+        raise PoseEdgeError(f"unknown convention {convention!r} for a Simple Baselines checkpoint; expected one of "
+                            f"{', '.join(TOPDOWN_CONVENTIONS)}")
+    return convention
+
+
+def with_convention(meta, convention: str):
+    """The meta of a Simple Baselines-layout import trained with `convention`: that convention, BGR input (both
+    originals feed cv2's BGR images normalised with ImageNet's RGB statistics in channel order, COLOR_RGB false in
+    DarkPose's ResNet configs), and the DARK blur kernel of that convention."""
+    _check_topdown_convention(convention)
+    kernel = dark_kernel_for(convention, (meta.input.height, meta.input.width), meta.extra.get("sigma", 2.0))
+    return dataclasses.replace(meta, convention=convention,
+                               input=dataclasses.replace(meta.input, color="BGR"),
+                               extra={**meta.extra, "dark_kernel": kernel})
+
+
 def default_out(file: Path, preset: Preset) -> Path:
     return Path("runs") / f"{preset.name}-{file.name.split('.')[0]}"
 
 
-def import_checkpoint(file: str | Path, preset: str | Preset, out: str | Path | None = None) -> Path:
+def import_checkpoint(file: str | Path, preset: str | Preset, out: str | Path | None = None,
+                      convention: str | None = None) -> Path:
     """Import the original-layout checkpoint `file` as a run of `preset`; return the run folder written.
 
-    out: the run folder [default: runs/PRESET-FILESTEM]; it must not hold a run already. The folder gets best.pt
-    (a pose-edge checkpoint of kind "weights"), meta.json, and import.json (what was read and how it was mapped).
+    out: the run folder [default: runs/PRESET-FILESTEM]; it must not hold a run already. convention: for Simple
+    Baselines-layout files, the geometry they were trained with, "simple_baselines" (default) or "darkpose" (module
+    docstring); KAPAO checkpoints take none. The folder gets best.pt (a pose-edge checkpoint of kind "weights"),
+    meta.json, and import.json (what was read and how it was mapped).
     Raises ArtifactError / UnsafePickleError with one line naming the file and, where it applies, the tensor."""
     from pose_edge.models.checkpoint import save_checkpoint
 
@@ -253,8 +284,12 @@ def import_checkpoint(file: str | Path, preset: str | Preset, out: str | Path | 
     preset = get_preset(preset) if isinstance(preset, str) else preset
     if preset.family == "simple_baseline":
         kind, extract, to_ours = "simple_baselines", extract_simple_baseline, sb_to_ours
+        convention = _check_topdown_convention(convention or "simple_baselines")
     elif preset.family in ("kapao", "person_detector"):
         kind, extract, to_ours = "kapao", extract_yolo, yolo_to_ours
+        if convention is not None:
+            raise PoseEdgeError(f"--convention is the top-down geometry of Simple Baselines checkpoints; "
+                                f"{preset.name} is a {preset.family} model")
     else:
         raise PoseEdgeError(f"no importer for the {preset.family} family")
     run_dir = Path(out) if out is not None else default_out(file, preset)
@@ -273,9 +308,11 @@ def import_checkpoint(file: str | Path, preset: str | Preset, out: str | Path | 
             notes.append("anchors differ from the preset's (changed in training): the checkpoint's are used")
     meta = model_meta(preset)
     if kind == "simple_baselines":
-        # The original trains on cv2's BGR images normalised with ImageNet's RGB statistics in channel order.
-        meta = dataclasses.replace(meta, input=dataclasses.replace(meta.input, color="BGR"))
+        meta = with_convention(meta, convention)
         notes.append("input colour order BGR, as the original was trained")
+        notes.append(f"geometry convention {convention} (crops, heatmap mapping, flip, DARK blur kernel "
+                     f"{meta.extra['dark_kernel']}), as the {'DarkPose' if convention == 'darkpose' else 'original'} "
+                     "code decodes it")
     if filled:
         notes.append(f"{len(filled)} BatchNorm num_batches_tracked counters absent (PyTorch 0.4.0) and set to 0")
     if extracted.ignored:
@@ -292,6 +329,7 @@ def import_checkpoint(file: str | Path, preset: str | Preset, out: str | Path | 
     atomic_write_json(run_dir / "meta.json", meta.to_dict(), indent=2)
     report = {**source, "preset": preset.name, "run_dir": str(run_dir), "tensors": len(state),
               "anchors": [list(map(list, level)) for level in meta.anchors] if meta.anchors else None,
-              "anchors_differ": anchors_differ, "filled": filled, "ignored": extracted.ignored, "notes": notes}
+              "anchors_differ": anchors_differ, "filled": filled, "ignored": extracted.ignored,
+              "convention": meta.convention, "notes": notes}
     atomic_write_json(run_dir / "import.json", report, indent=2)
     return run_dir

@@ -139,6 +139,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     _sb("sb-r152-256x192", 152, (256, 192), "Simple Baselines ResNet-152, the paper's recipe"),
     _sb("sb-r101-384x288", 101, (384, 288), "Simple Baselines ResNet-101 at 384x288 (sigma 3), the paper's recipe"),
     _sb("sb-r152-384x288", 152, (384, 288), "Simple Baselines ResNet-152 at 384x288 (sigma 3), the paper's recipe"),
+    # DarkPose's released Simple Baselines weights are at 128x96 (sigma 1; import them with --convention darkpose).
+    _sb("sb-r50-128x96", 50, (128, 96), "Simple Baselines ResNet-50 at 128x96 (sigma 1), DarkPose's configs"),
+    _sb("sb-r101-128x96", 101, (128, 96), "Simple Baselines ResNet-101 at 128x96 (sigma 1), DarkPose's configs"),
+    _sb("sb-r152-128x96", 152, (128, 96), "Simple Baselines ResNet-152 at 128x96 (sigma 1), DarkPose's configs"),
     # The founding study's table says 192x256 in the reference's (width, height) order: the paper's input.
     # Its 70 epochs never reach the 90/120 steps, so the learning rate stays 1e-3.
     _sb("sb-r50-seed", 50, (256, 192), "founding study's run: ResNet-50 192x256 (WxH), batch 96, Adam 1e-3, 70 "

@@ -27,6 +27,13 @@ class Backend(Protocol):
         ...
 
 
+def takes_other_sizes(backend) -> bool:
+    """Whether backend.run also takes images of other sizes than meta.input (multiples of the largest stride): an
+    ONNX model exported with a dynamic height and width, in ONNX Runtime. A backend says so by `dynamic_size`;
+    engines (built for one size) and PyTorch backends (the preset's size) do not."""
+    return bool(getattr(backend, "dynamic_size", False))
+
+
 def normalize(images: np.ndarray, spec: InputSpec) -> np.ndarray:
     """uint8 [N, H, W, 3] BGR -> float32 [N, 3, H, W] in the network's colour order, (x - mean) / std."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:

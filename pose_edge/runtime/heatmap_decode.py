@@ -28,8 +28,9 @@ Rules, in order, per map
               sides, counts as 0); y likewise with dy.
    "dark"     (DARK, Zhang et al. 2020) only when 2 <= px <= W-3 and 2 <= py <= H-3 (the Taylor step reads +-2):
               a. Blur: B = the map convolved with the separable kernel g (`dark_blur_weights(dark_kernel)`, float64,
-                 sum 1, sigma = 0.3*((k-1)/2 - 1) + 0.8, OpenCV's rule for sigma 0), with zero padding outside the
-                 map. Only the 5 x 5 values B[py+j, px+i], i, j in -2..2, are needed; each is
+                 sum 1, what cv2.GaussianBlur(k, sigma 0) uses: OpenCV's tables for k <= 7, else the Gaussian with
+                 sigma = 0.3*((k-1)/2 - 1) + 0.8), with zero padding outside the map.
+                 Only the 5 x 5 values B[py+j, px+i], i, j in -2..2, are needed; each is
                  sum_a g[a] * sum_b g[b] * map[py+j-r+a, px+i-r+b] in float64 (r = (k-1)/2).
               b. P = ln(max(B, 1e-10)), float64.
               c. dx = (P[0,1] - P[0,-1])/2, dy = (P[1,0] - P[-1,0])/2 (P[j, i] = P at (px+i, py+j)),
@@ -40,9 +41,7 @@ Rules, in order, per map
               Differences from DARK's code, on purpose: the reference also rescales the whole blurred map so its
               maximum equals the original maximum before the log. ln(c*B) = ln B + ln c, so the derivatives and the
               step do not change; the rescale only moves the 1e-10 clamp by the factor c, which touches nothing a
-              trained network outputs, and dropping it lets a kernel blur only the 5 x 5 window it reads. The blur
-              uses the Gaussian formula for every kernel size (OpenCV uses fixed tables for k <= 9; from 11 on the
-              two agree to 1e-16).
+              trained network outputs, and dropping it lets a kernel blur only the 5 x 5 window it reads.
 4. Back-projection: (x, y) in float64 through hm_to_image; the result is cast to float32.
 
 Heatmap pixel (0, 0) is the centre of the top-left heatmap cell; which image point that is depends on the warp
@@ -65,9 +64,18 @@ LOG_FLOOR = 1e-10  # DARK clamps the blurred map here before the log
 NEG_INF_STAND_IN = -1e300  # what the blur reads for -Inf (see _dark_steps)
 
 
+# cv2.getGaussianKernel(k, 0) for k <= 7: fixed tables, not the formula (DarkPose's kernel 3 is [1/4, 1/2, 1/4]).
+# OpenCV 5 tabulates k = 9 too; OpenCV 3 and 4, which DarkPose ran on, use the formula there, and so does this.
+OPENCV_SMALL_KERNELS = {1: (1.0,), 3: (0.25, 0.5, 0.25), 5: (0.0625, 0.25, 0.375, 0.25, 0.0625),
+                        7: (0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125)}
+
+
 def dark_blur_weights(kernel: int) -> np.ndarray:
-    """float64 [kernel]: the 1-D Gaussian of OpenCV's sigma-0 rule, sigma = 0.3*((kernel-1)/2 - 1) + 0.8, summing to 1."""
+    """float64 [kernel] summing to 1: the 1-D kernel of cv2.GaussianBlur with sigma 0, OpenCV's table for kernel <= 7,
+    else the Gaussian with sigma = 0.3*((kernel-1)/2 - 1) + 0.8 (OpenCV's rule for sigma 0)."""
     _check_dark_kernel(kernel)
+    if kernel in OPENCV_SMALL_KERNELS:
+        return np.array(OPENCV_SMALL_KERNELS[kernel], np.float64)
     radius = (kernel - 1) // 2
     sigma = 0.3 * (radius - 1) + 0.8
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)

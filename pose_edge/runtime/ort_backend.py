@@ -70,6 +70,7 @@ class OrtBackend:
         self.info.check_graph([_io(i) for i in self.session.get_inputs()],
                               [_io(o) for o in self.session.get_outputs()], str(self.path))
         self.meta = self.info.meta
+        self.dynamic_size = self.info.dynamic_size  # H, W other than meta.input: multiples of the largest stride
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -6,11 +6,13 @@
 Geometry: crops by pose_edge.geometry (box -> centre and padded size -> image -> input affine); heatmap -> input by
 the model's heatmap codec (pose_edge.heatmap_codec), so heatmap -> frame is one [2, 3] matrix per crop, applied by
 the decode stage: NumpyHeatmapDecoder (pose_edge.runtime.heatmap_decode) on the host, or the CUDA kernel
-(pose_edge.kernels.stages.GpuHeatmapDecoder) on the engine's output buffer where it lies.
+(pose_edge.kernels.stages.GpuHeatmapDecoder) on the engine's output buffer where it lies. Both follow the model's
+convention (ModelMeta.convention: ours, the original Simple Baselines' or DarkPose's) through `codec_for(meta)`,
+which also gives the DARK blur kernel and, with refine "auto", the refinement the convention's original code uses.
 Flip test: the crops flipped left-right run with the originals in one batch; their heatmaps are flipped back
-(reversed along W, left/right channels swapped) and averaged with the originals on the host. With our convention the
-flip is exact, so no shift (shift=True reproduces the reference's one-column shift, which compensates its
-x_hm = x_in / 4 convention).
+(reversed along W, left/right channels swapped) and averaged with the originals on the host. With our convention
+and DarkPose's the flip is exact, so no shift; with Simple Baselines' the flipped-back maps move one column right
+first, as the original does (its x_hm = x_in / 4 convention leaves them 0.75 heatmap px to the left).
 Scoring (reference §B.6): keypoint score = peak of the (averaged) heatmap; instance score = box score x mean of the
 keypoint scores above 0.2 (0 if none); greedy OKS-NMS per frame at OKS 0.9, the OKS computed with the padded box
 areas and all 17 keypoints.
@@ -30,7 +32,7 @@ from pose_edge.heatmap_codec import GaussianHeatmapCodec
 from pose_edge.keypoints import FLIP_PERM, OKS_SIGMAS
 from pose_edge.runtime.heatmap_decode import REFINE_MODES, decode_heatmaps
 from pose_edge.runtime.poses import Poses
-from pose_edge.runtime.settings import TopDownSettings
+from pose_edge.runtime.settings import AUTO_REFINE, TopDownSettings
 from pose_edge.runtime.timing import StageTimer
 
 KEYPOINT_SCORE_THRESHOLD = TopDownSettings.keypoint_threshold
@@ -41,7 +43,8 @@ def flip_back(heatmaps: np.ndarray, flip_perm=FLIP_PERM, shift: bool = False) ->
     """Heatmaps [N, K, h, w] of left-right flipped crops -> heatmaps of the original crops.
 
     Reverses the W axis and swaps left/right channels. shift=True also moves the result one column to the right
-    (column 0 keeps its value), the reference's correction for its x_hm = x_in / 4 convention; not needed here.
+    (column 0 keeps its value), Simple Baselines' correction for its x_hm = x_in / 4 convention (the codec's
+    flip_shift says when); ours and DarkPose's need none.
     """
     out = heatmaps[:, list(flip_perm), :, ::-1]
     if shift:
@@ -127,7 +130,7 @@ class NumpyHeatmapDecoder:
     name = "numpy"
 
     def __init__(self, refine: str = "dark", dark_kernel: int = 11):
-        if refine not in REFINE_MODES:
+        if refine not in REFINE_MODES:  # "auto" is resolved by decode_options before a decoder is built
             raise PoseEdgeError(f"unknown refine {refine!r}; expected one of {', '.join(REFINE_MODES)}")
         self.refine, self.dark_kernel = refine, dark_kernel
 
@@ -136,19 +139,38 @@ class NumpyHeatmapDecoder:
 
 
 def codec_for(meta) -> GaussianHeatmapCodec:
-    """The heatmap codec a Simple Baseline model was trained with (its meta's stride, sigma and DARK kernel)."""
+    """The heatmap codec a Simple Baseline model was trained with: its meta's convention, stride, sigma and DARK
+    kernel (meta.extra["dark_kernel"] where the model records one, else the convention's)."""
     codec = GaussianHeatmapCodec((meta.input.height, meta.input.width), meta.heatmap_stride or 4,
-                                 meta.extra.get("sigma", 2.0))
+                                 meta.extra.get("sigma", 2.0), meta.convention)
     if meta.extra.get("dark_kernel"):
         codec.dark_kernel = int(meta.extra["dark_kernel"])
     return codec
+
+
+def decode_options(meta, settings: TopDownSettings) -> tuple[str, int]:
+    """(refine, dark_kernel) a model is decoded with: settings.refine, or for "auto" its convention's."""
+    codec = codec_for(meta)
+    return (codec.refine if settings.refine == AUTO_REFINE else settings.refine), codec.dark_kernel
+
+
+def crop_geometry(boxes: np.ndarray, codec: GaussianHeatmapCodec, padding: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Person boxes float [P, 4] xyxy (frame pixels) -> (image -> input affines [P, 2, 3], heatmap -> image affines
+    [P, 2, 3], crop sizes [P, 2] (w, h) in frame pixels), float64, by the codec's convention."""
+    h_in, w_in = codec.input_size
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    center, size = box_to_center_size(xywh, w_in / h_in, padding, codec.convention)
+    to_input = crop_affine(center, size, codec.input_size, convention=codec.convention)
+    return to_input, codec.heatmap_to_image(invert_affine(to_input)), size
 
 
 class TopDownPipeline:
     """Poses of the people in one frame, given their boxes. See the module docstring for every step."""
 
     def __init__(self, backend, settings: TopDownSettings = TopDownSettings(), decoder=None, flip: bool = False,
-                 flip_shift: bool = False, timer: StageTimer | None = None):
+                 flip_shift: bool | None = None, timer: StageTimer | None = None):
         meta = backend.meta
         if meta.family != "simple_baseline":
             raise PoseEdgeError(f"{meta.preset} is a {meta.family} model; the top-down pipeline needs a heatmap "
@@ -156,11 +178,12 @@ class TopDownPipeline:
         self.backend, self.meta, self.settings = backend, meta, settings
         self.input_size = (meta.input.height, meta.input.width)
         self.codec = codec_for(meta)
-        self.decoder = decoder or NumpyHeatmapDecoder(settings.refine, self.codec.dark_kernel)
+        self.decoder = decoder or NumpyHeatmapDecoder(*decode_options(meta, settings))
         if self.decoder.on_device and flip:
             raise PoseEdgeError("the flip test averages heatmaps on the host; use the NumPy decoder (decode='numpy') "
                                 "with flip")
-        self.flip, self.flip_shift = flip, flip_shift
+        # flip_shift None: as the model's convention does it (only Simple Baselines' shifts).
+        self.flip, self.flip_shift = flip, self.codec.flip_shift if flip_shift is None else flip_shift
         self.timer = timer or StageTimer()
 
     def heatmaps(self, crops: np.ndarray) -> np.ndarray:
@@ -200,12 +223,8 @@ class TopDownPipeline:
                 empty = Poses.empty(k)
                 empty.extra["dropped_boxes"] = dropped
                 return empty
-            h_in, w_in = self.input_size
-            xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-            center, size = box_to_center_size(xywh, w_in / h_in, s.box_padding)
-            to_input = crop_affine(center, size, self.input_size)
+            to_input, hm_to_image, size = crop_geometry(boxes, self.codec, s.box_padding)
             crops = warp_crops(frame, to_input, self.input_size)
-            hm_to_image = self.codec.heatmap_to_image(invert_affine(to_input))
         keypoints = self._keypoints(crops, hm_to_image)
         with self.timer("postprocess"):
             bad = ~np.isfinite(keypoints).all(-1)  # a NaN or Inf heatmap peak: the keypoint is not found

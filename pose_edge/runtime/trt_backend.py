@@ -54,6 +54,7 @@ class TrtBackend:
         self.sidecar = EngineSidecar.read(self.path)
         self.info = self.sidecar.graph_info
         self.meta = self.info.meta
+        self.dynamic_size = False  # the build fixes H and W at the model's input size (export/trt_build.py)
         try:
             engine_bytes = self.path.read_bytes()
         except OSError as e:
