@@ -474,7 +474,6 @@ def check_kapao(checkout: Path, quick: bool) -> list:
     image_hw = (427, 640)
     box = fit(image_hw, (1280, 1280))
     region = (box.pad[0], box.pad[1], box.pad[0] + 1280, box.pad[1] + 854)
-    rng = np.random.default_rng(0)
     cases = (("inside the image", region, False), ("also across the image border", None, False),
              ("also across the image border", None, True))
     for where, planted_in, clip in cases:
