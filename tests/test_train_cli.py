@@ -15,8 +15,19 @@ from pose_edge.cli import main
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "metrics.png", "meta.json", "args.json")
 
 
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """16 training and 6 val images: one epoch is a couple of optimiser steps."""
+    from pose_edge.data import synth
+
+    out = tmp_path_factory.mktemp("tiny_synth")
+    synth.write_dataset(out, num_train=16, num_val=6, seed=3, size=(320, 240), progress=False)
+    return out
+
+
 @pytest.mark.parametrize("preset", ["sb-r18-128x96", "kapao-tiny"])
-def test_one_epoch_writes_a_run_that_eval_scores_identically(preset, synth_data, tmp_path):
+def test_one_epoch_writes_a_run_that_eval_scores_identically(preset, tiny_data, tmp_path):
+    synth_data = tiny_data
     runner = CliRunner()
     run = tmp_path / "run"
     threads = torch.get_num_threads()
