@@ -10,11 +10,14 @@ its detector finds); a single-stage model ignores them.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from pose_edge.data.synth.scene import figure_extent, finish_image, render_scene, sample_scene
+
+MIN_BOX_PX = 4  # pixels of width and height a person box keeps inside the frame
 
 
 @dataclass
@@ -37,16 +40,20 @@ def val_frames(data, count: int) -> list[BenchFrame]:
 
 
 def people_frames(people: int, size: tuple[int, int], count: int = 4, seed: int = 0) -> list[BenchFrame]:
-    """`count` synthetic frames of size (width, height), each with exactly `people` figures. Boxes are the figures'
-    extents clipped to the frame (every figure overlaps the frame, so none is lost; occluded ones still count: a
-    top-down model crops everyone its detector reports)."""
+    """`count` synthetic frames of size (width, height), each with exactly `people` figures in it. Boxes are the
+    figures' extents clipped to the frame; a scene with a figure wholly (or all but MIN_BOX_PX) outside the frame is
+    drawn again, so that every box is one a pipeline keeps. Occluded figures still count: a top-down model crops
+    everyone its detector reports."""
     width, height = size
     frames = []
     for i in range(count):
-        scene = sample_scene(np.random.default_rng([seed, people, i]), width, height, num_figures=people)
+        for attempt in itertools.count():
+            scene = sample_scene(np.random.default_rng([seed, people, i, attempt]), width, height, num_figures=people)
+            boxes = np.array([np.concatenate(figure_extent(f)) for f in scene.figures], np.float64).reshape(-1, 4)
+            boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+            boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+            if (boxes[:, 2:] - boxes[:, :2]).min(initial=np.inf) >= MIN_BOX_PX:
+                break
         clean, _ = render_scene(scene)
-        boxes = np.array([np.concatenate(figure_extent(f)) for f in scene.figures], np.float64).reshape(-1, 4)
-        boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
-        boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
         frames.append(BenchFrame(finish_image(clean, scene), boxes))
     return frames

@@ -43,11 +43,15 @@ def ap_vs_latency(record: dict, path: str | Path) -> None:
         ax.scatter(xs, ys, color=["tab:red" if i in front else "tab:blue" for i in range(len(points))], zorder=3)
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red", lw=1.5,
                 drawstyle="steps-post", label="Pareto frontier", zorder=2)
-        for (x, y), text in zip(points, labels):
-            ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
         if max(xs) > 10 * min(xs):
             ax.set_xscale("log")
-        ax.legend(loc="lower right")
+        ax.margins(x=0.1, y=0.15)
+        middle = sorted(xs)[len(xs) // 2]
+        for (x, y), text in zip(points, labels):  # labels point inwards, so the outermost stay inside the axes
+            right = x > middle or len(xs) == 1
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(-5 if right else 5, 5), fontsize=8,
+                        ha="right" if right else "left")
+        ax.legend(loc="lower right", title="red: on the frontier", title_fontsize=8)
     else:
         ax.text(0.5, 0.5, "no keypoint AP measured (latency only, or detectors only)", ha="center", va="center",
                 transform=ax.transAxes)

@@ -60,9 +60,12 @@ class BenchOptions:
 
 
 def accuracy(config: Configuration, data, progress=None) -> dict:
-    """COCO statistics exactly as `pose-edge eval ARTIFACT [--boxes DET]` computes them."""
+    """COCO statistics exactly as `pose-edge eval ARTIFACT [--boxes DET]` computes them, and how many predictions
+    were scored (what `pose-edge eval --results FILE` would write)."""
     boxes = config.detector if config.detector is not None else "gt"
-    out = {"stats": evaluate_split(config.backend, data, boxes=boxes, progress=progress),
+    scored: list[dict] = []
+    out = {"stats": evaluate_split(config.backend, data, boxes=boxes, progress=progress, results=scored),
+           "predictions": len(scored),
            "boxes": ("detector" if config.detector is not None else "gt") if config.paradigm == "top_down" else None}
     if config.detector is not None:
         out["stats_gt_boxes"] = evaluate_split(config.backend, data, boxes="gt", progress=progress)
