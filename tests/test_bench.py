@@ -111,17 +111,20 @@ def test_pareto_front_on_hand_made_points():
     assert pareto_front([]) == [] and pareto_front([(1.0, 0.0)]) == [0]
 
 
-def test_measure_discards_the_warm_up_calls():
+def test_measure_runs_in_rounds_and_discards_the_warm_up_rounds():
     calls = []
 
-    def step():
-        calls.append(len(calls))
-        return {"call": calls[-1]}
+    def step(name):
+        def call():
+            calls.append(name)
+            return {"call": len(calls) - 1}
+        return call
 
-    samples = measure(step, warmup=3, iters=4)
-    assert len(calls) == 7 and [s["call"] for s in samples] == [3, 4, 5, 6]
+    samples = measure({"a": step("a"), "b": step("b")}, warmup=3, iters=4)
+    assert calls == ["a", "b"] * 7  # interleaved: a load change falls on both alike
+    assert [s["call"] for s in samples["a"]] == [6, 8, 10, 12] and [s["call"] for s in samples["b"]] == [7, 9, 11, 13]
     with pytest.raises(ValueError):
-        measure(step, warmup=0, iters=0)
+        measure({"a": step("a")}, warmup=0, iters=0)
 
 
 class CountingBackend:
@@ -150,7 +153,7 @@ def test_stage_times_add_up_and_warm_up_is_not_counted(small_models, synth_data,
     pipeline = TimedPipeline(config, LOOSE)
     frames = val_frames(CocoKeypoints(synth_data, "val"), 4)
     frames = [f for f in frames if f.people] if pair else frames
-    samples = measure(lambda: pipeline.step(frames[:1]), warmup=2, iters=9)
+    samples = measure({"one frame": lambda: pipeline.step(frames[:1])}, warmup=2, iters=9)["one frame"]
     per_call = (len(frames[0].boxes) + 63) // 64  # crops per pose-model call (max_batch 64)
     assert model.runs == (2 + 9) * 2 * per_call
     if pair:

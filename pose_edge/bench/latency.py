@@ -99,15 +99,15 @@ class TimedPipeline:
             clock.close()
 
 
-def time_frames(pipeline: TimedPipeline, frames: list[BenchFrame], batch: int, warmup: int, iters: int) -> dict:
-    """Calls of `batch` frames taken in turn from `frames` (cycled): warm-up, then `iters` timed calls -> figures."""
+def frame_step(pipeline: TimedPipeline, frames: list[BenchFrame], batch: int):
+    """A step for timing.measure: each call times `batch` frames taken in turn from `frames` (cycled)."""
     counter = itertools.count()
 
     def step():
         i = next(counter)
         return pipeline.step([frames[(i * batch + j) % len(frames)] for j in range(batch)])
 
-    return figures(measure(step, warmup, iters), batch, warmup)
+    return step
 
 
 def figures(samples: list[dict], batch: int, warmup: int) -> dict:

@@ -8,9 +8,10 @@ For each ARTIFACT (configs.py says what one can be), in order:
        the call `pose-edge eval` makes (COCO evaluation settings); a top-down pair is scored on its detector's boxes,
        and also on the ground-truth boxes;
     2. latency at each batch on DIR's first val images, through pose_edge.load with the chosen post-processing
-       settings (deploy: what a robot runs), per stage, end to end and the model alone (latency.py);
-    3. latency at batch 1 on frames of 1, 5, 20 ... people (frames.people_frames);
-    4. where a GPU is present, the CUDA decode kernels against the NumPy decoders on the same outputs (decoders.py).
+       settings (deploy: what a robot runs), per stage, end to end and the model alone (latency.py), and at batch 1
+       on frames of 1, 5, 20 ... people (frames.people_frames): all of them measured in interleaved rounds, so that
+       the machine's load falls on each alike (timing.measure);
+    3. where a GPU is present, the CUDA decode kernels against the NumPy decoders on the same outputs (decoders.py).
 A batch a backend refuses (an engine built for smaller batches) is recorded as skipped with the reason.
 """
 
@@ -24,9 +25,9 @@ from pose_edge import __version__
 from pose_edge.bench.configs import Configuration, parse_spec, runtime_name
 from pose_edge.bench.decoders import compare_decoders
 from pose_edge.bench.frames import BenchFrame, people_frames, val_frames
-from pose_edge.bench.latency import TimedPipeline, time_frames
+from pose_edge.bench.latency import TimedPipeline, figures, frame_step
 from pose_edge.bench.machine import describe_machine
-from pose_edge.bench.timing import HostClock
+from pose_edge.bench.timing import HostClock, measure
 from pose_edge.data.coco import CocoKeypoints
 from pose_edge.errors import PoseEdgeError
 from pose_edge.estimator import resolve_settings
@@ -95,27 +96,33 @@ def decoder_comparison(config: Configuration, options: BenchOptions, frame: Benc
 
 def bench_configuration(config: Configuration, data, frames: list[BenchFrame], people: dict[int, list[BenchFrame]],
                         options: BenchOptions, advance=lambda note: None) -> dict:
-    out = {"label": config.label, "paradigm": config.paradigm, "runtime": runtime_name(config.backend), "artifact": config.spec.model,
-           "detector_artifact": config.spec.detector}
+    out = {"label": config.label, "paradigm": config.paradigm, "runtime": runtime_name(config.backend),
+           "artifact": config.spec.model, "detector_artifact": config.spec.detector}
     if options.accuracy:
         out["accuracy"] = accuracy(config, data)
     advance("accuracy")
     pipeline = TimedPipeline(config, options.settings, options.decode)
+    out["latency"], out["people"] = [], []
     try:
         out.update(pipeline.describe())
-        out["latency"] = []
+        steps = {}  # every batch on the val frames and every people count, measured in interleaved rounds
         for batch in options.batches:
             try:
-                out["latency"].append(time_frames(pipeline, frames, batch, options.warmup, options.iters))
+                pipeline.step([frames[i % len(frames)] for i in range(batch)])  # a batch is refused here or never
+                steps[("batch", batch)] = frame_step(pipeline, frames, batch)
             except PoseEdgeError as e:
                 out["latency"].append({"batch": batch, "skipped": str(e)})
-            advance(f"batch {batch}")
-        out["people"] = []
         for count, scene in people.items():
-            out["people"].append({"people": count, **time_frames(pipeline, scene, 1, options.warmup, options.iters)})
-            advance(f"{count} people")
+            steps[("people", count)] = frame_step(pipeline, scene, 1)
+        for (kind, value), samples in measure(steps, options.warmup, options.iters).items():
+            if kind == "batch":
+                out["latency"].append(figures(samples, value, options.warmup))
+            else:
+                out["people"].append({"people": value, **figures(samples, 1, options.warmup)})
+        out["latency"].sort(key=lambda e: e["batch"])
     finally:
         pipeline.close()
+    advance("latency")
     crowd = people[max(people)][0] if people else frames[0]
     out["decoders"] = decoder_comparison(config, options, crowd)
     advance("decoders")
@@ -139,7 +146,7 @@ def run_bench(artifacts, data_dir, out: str | Path | None = None, options: Bench
     people = {p: people_frames(p, size) for p in options.people}
     configs = [Configuration.open(s, options.device) for s in specs]  # every artefact opens before hours are spent
     results = []
-    steps = 2 + len(options.batches) + len(options.people)
+    steps = 3
     done = 0
     try:
         with progress_bar("bench", len(configs) * steps, enabled=progress) as bar:

@@ -1,7 +1,8 @@
 """The measurement loop, its statistics, and the clocks.
 
-    samples = measure(step, warmup=5, iters=30)     # step() -> {"end_to_end": s, ...}; the warm-up calls are dropped
-    summary = summarize([s["end_to_end"] for s in samples])   # {"p50": ms, "p90": ms, "p99": ms, "mean": ms, ...}
+    samples = measure({"a": step_a, "b": step_b}, warmup=5, iters=30)   # step() -> {"end_to_end": s, ...}, in rounds;
+                                                                          # the warm-up rounds are dropped
+    summary = summarize([s["end_to_end"] for s in samples["a"]])   # {"p50": ms, "p90": ms, "p99": ms, "mean": ms, ...}
 
 Clocks: the host's monotonic clock (time.perf_counter) times every stage and the whole frame: the backends
 synchronise before returning (TensorRT waits for its stream; the CUDA decode stages copy their result back), so a
@@ -20,14 +21,20 @@ import numpy as np
 PERCENTILES = (50, 90, 99)
 
 
-def measure(step: Callable[[], dict], warmup: int, iters: int) -> list[dict]:
-    """Call step() warmup + iters times; return the last iters results (the warm-up's are discarded: first calls pay
-    for lazy allocation, kernel selection and cold caches)."""
+def measure(steps: dict[str, Callable[[], dict]], warmup: int, iters: int) -> dict[str, list[dict]]:
+    """Call every step warmup + iters times, in rounds (one call of each step per round, in order), and return each
+    step's last iters results. The warm-up rounds are discarded: first calls pay for lazy allocation, kernel selection
+    and cold caches. Rounds rather than one step after another, so that a change in the machine's load (it is often
+    shared) falls on every step alike and their ratios hold."""
     if warmup < 0 or iters < 1:
         raise ValueError(f"need warmup >= 0 and iters >= 1, got {warmup} and {iters}")
-    for _ in range(warmup):
-        step()
-    return [step() for _ in range(iters)]
+    results: dict[str, list[dict]] = {name: [] for name in steps}
+    for round_ in range(warmup + iters):
+        for name, step in steps.items():
+            out = step()
+            if round_ >= warmup:
+                results[name].append(out)
+    return results
 
 
 def summarize(seconds) -> dict:
