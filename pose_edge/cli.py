@@ -392,6 +392,61 @@ def predict_cmd(model, source, detector, out, track, smooth, conf, profile, devi
         click.echo(f"wrote {path} ({what})")
 
 
+def _int_list(_ctx, param, value: str) -> tuple[int, ...]:
+    """"1,8" -> (1, 8); an empty string -> ()."""
+    try:
+        values = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated whole numbers such as 1,8, got {value!r}") from None
+    if any(v < 1 for v in values):
+        raise click.BadParameter(f"every {param.name} value must be at least 1, got {value!r}")
+    return values
+
+
+@main.command("bench")
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Data set folder: AP on its val split, latency on its val images.")
+@click.option("--batch", "batches", default="1", show_default=True, callback=_int_list,
+              help="Batch sizes, comma-separated (e.g. 1,8).")
+@click.option("--people", default="1,5,20", show_default=True, callback=_int_list,
+              help="People per frame for the latency sweep at batch 1 (synthetic frames); empty to skip.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Untimed calls before each measurement.")
+@click.option("--iters", type=click.IntRange(min=1), default=30, show_default=True, help="Timed calls per measurement.")
+@click.option("--settings", "profile", type=click.Choice(["deploy", "coco"]), default="deploy", show_default=True,
+              help="Post-processing while timed (AP always uses COCO evaluation's settings).")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N [default: a GPU where one is usable].")
+@click.option("--decode", type=click.Choice(["auto", "numpy", "cuda"]), default="auto", show_default=True,
+              help="Decode stage while timed: CUDA kernels on an engine's outputs, or NumPy on the host.")
+@click.option("--no-ap", is_flag=True, help="Latency only: skip the accuracy (e.g. for random weights).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench"), show_default=True,
+              help="Output folder: bench.json, bench.md, ap_vs_latency.png, latency_vs_people.png.")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON (no progress bar).")
+def bench_cmd(artifacts, data_dir, batches, people, warmup, iters, profile, device, decode, no_ap, out, as_json):
+    """COCO AP against end-to-end latency for each ARTIFACT: per stage, the model alone, against people per frame;
+    JSON, a Markdown table and plots in OUT.
+
+    ARTIFACT is an .onnx, an engine or a run folder, or POSE+DET: a top-down model and its person detector
+    (e.g. sb-r18-128x96-int8.onnx+det-tiny-int8.onnx). A top-down model without +DET is timed on the frames'
+    annotated person boxes and scored on ground-truth boxes.
+    """
+    from pose_edge.bench import BenchOptions, run_bench
+    from pose_edge.bench.report import to_markdown
+
+    if not batches:
+        raise click.BadParameter("give at least one batch size", param_hint="--batch")
+    options = BenchOptions(batches=batches, people=people, warmup=warmup, iters=iters, settings=profile,
+                           device=device, decode=decode, accuracy=not no_ap)
+    record = run_bench(artifacts, data_dir, out, options, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(record, indent=1))
+        return
+    click.echo(to_markdown(record))
+    for what, path in record["files"].items():
+        click.echo(f"wrote {path} ({what})")
+
+
 @main.command("selftest")
 @click.option("--gpu", is_flag=True, help="Also run every GPU check (kernels on the device) and say what passed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")

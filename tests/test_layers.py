@@ -8,7 +8,7 @@ Bottom to top (DESIGN.md, the import graph as it stands):
     4 kernels                     CUDA decode kernels, their loader and CPU emulation (import the runtime's types)
     5 entry point                 artifacts (opens any artefact), estimator (pose_edge.load), predict
     6 evaluate                    pycocotools scoring and the one evaluation path
-    7 train, export
+    7 train, export, bench        bench scores through evaluate and times through the entry point
     8 cli
 The package's own __init__ is the public facade: it imports its API lazily from above and is exempt.
 """
@@ -31,7 +31,7 @@ LAYERS = [
     ("pose_edge.kernels",),
     ("pose_edge.artifacts", "pose_edge.estimator", "pose_edge.predict"),
     ("pose_edge.evaluate",),
-    ("pose_edge.train", "pose_edge.export"),
+    ("pose_edge.train", "pose_edge.export", "pose_edge.bench"),
     ("pose_edge.cli",),
 ]
 
