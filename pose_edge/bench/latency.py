@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from pose_edge.bench.frames import BenchFrame
-from pose_edge.bench.timing import measure, model_clock, summarize
+from pose_edge.bench.timing import model_clock, summarize
 from pose_edge.estimator import describe_backend, load
 
 STAGES = ("preprocess", "inference", "postprocess")
