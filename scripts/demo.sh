@@ -45,6 +45,9 @@ for ckpt in "${runs[@]}"; do
     pose-edge export "$run" --precision fp16
     pose-edge export "$run" --precision int8 --calib "$DEMO/data/annotations/person_keypoints_train.json" \
         --calib-count 100 --val "$DEMO/data"
+    # The INT8 graph for ONNX Runtime's CPU provider (integer kernels; the one above is laid out for TensorRT).
+    pose-edge export "$run" --precision int8 --target cpu \
+        --calib "$DEMO/data/annotations/person_keypoints_train.json" --calib-count 100 --val "$DEMO/data"
     if python -c "import tensorrt_rtx" 2>/dev/null; then
         for onnx in "$run"/export/*-int8.onnx; do pose-edge export "$onnx" --engine trt --batch 1:8:16; done
     fi
@@ -77,3 +80,15 @@ for video in sorted(Path(sys.argv[1]).glob("*/overlay.mp4")):
         cv2.imwrite(str(video.with_name("frame-030.png")), frame)
         print(f"wrote {video.with_name('frame-030.png')} (frame 30 of {video})")
 PY
+
+echo "== 9. bench: COCO AP against end-to-end latency per stage, FP32 and CPU INT8, and latency against people per frame"
+# A short run (few timed calls) to show the tables and plots; benchmarks/bench_cpu.sh records the full one.
+x() { echo "$DEMO/runs/$1/export/$1-$2.onnx"; }
+configs=()
+for p in fp32 int8-cpu; do
+    [ -f "$(x kapao-tiny $p)" ] && configs+=("$(x kapao-tiny $p)")
+    [ -f "$(x sb-r18-128x96 $p)" ] && [ -f "$(x det-tiny $p)" ] && configs+=("$(x sb-r18-128x96 $p)+$(x det-tiny $p)")
+done
+if [ ${#configs[@]} -gt 0 ]; then
+    pose-edge bench "${configs[@]}" --data "$DEMO/data" --device cpu --warmup 2 --iters 10 --out "$DEMO/bench"
+fi
