@@ -111,6 +111,15 @@ def test_pareto_front_on_hand_made_points():
     assert pareto_front([]) == [] and pareto_front([(1.0, 0.0)]) == [0]
 
 
+def test_labels_of_points_at_nearly_the_same_ap_alternate_above_and_below():
+    from pose_edge.bench.plots import _alternate_in_bands
+
+    # three points on one AP level (labels would share a line), taken by AP: 0.10 above, 0.1005 below, 0.101 above
+    assert _alternate_in_bands([0.30, 0.10, 0.101, 0.50, 0.1005]) == [False, False, False, False, True]
+    assert _alternate_in_bands([0.2, 0.2, 0.2]) == [False, True, False]
+    assert _alternate_in_bands([0.1, 0.5]) == [False, False]
+
+
 def test_measure_runs_in_rounds_and_discards_the_warm_up_rounds():
     calls = []
 

@@ -61,6 +61,9 @@ def test_single_stage_load_equals_the_pieces_assembled_by_hand(small_models):
     assert d["model"]["device"] == "cpu" and d["model"]["providers"] == ["CPUExecutionProvider"]
     assert d["model"]["decoder"] == "numpy (CPU)" and d["model"]["input"] == [256, 320]
     assert d["settings"]["single_stage"]["conf_thres"] == 0.0
+    # idle threads of one session must not spin on the cores the next session needs (a top-down frame runs two)
+    options = est.pipeline.backend.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_top_down_with_a_detector_equals_detector_then_pose_model(small_models):

@@ -26,6 +26,18 @@ def _subtitle(record: dict) -> str:
     return f"{describe_short(record['machine'])}; post-processing settings '{record['options']['settings']}'"
 
 
+def _alternate_in_bands(ys, band: float = 0.04) -> list[bool]:
+    """For each point, whether its label goes below it: points of nearly the same AP (within `band` of the AP range)
+    would print their labels on one line, so every second one of them moves below its point."""
+    span = (max(ys) - min(ys)) or 1.0
+    below = [False] * len(ys)
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    for previous, i in zip(order, order[1:]):
+        if ys[i] - ys[previous] < band * span:
+            below[i] = not below[previous]
+    return below
+
+
 def ap_vs_latency(record: dict, path: str | Path) -> None:
     """Keypoint AP against end-to-end p50 latency at each configuration's smallest batch; the Pareto frontier (no
     configuration both faster and more accurate) as a line; every point labelled."""
@@ -47,10 +59,10 @@ def ap_vs_latency(record: dict, path: str | Path) -> None:
             ax.set_xscale("log")
         ax.margins(x=0.1, y=0.15)
         middle = sorted(xs)[len(xs) // 2]
-        for (x, y), text in zip(points, labels):  # labels point inwards, so the outermost stay inside the axes
-            right = x > middle or len(xs) == 1
-            ax.annotate(text, (x, y), textcoords="offset points", xytext=(-5 if right else 5, 5), fontsize=8,
-                        ha="right" if right else "left")
+        for (x, y), text, below in zip(points, labels, _alternate_in_bands(ys)):
+            right = x > middle or len(xs) == 1  # labels point inwards, so the outermost stay inside the axes
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(-5 if right else 5, -12 if below else 5),
+                        fontsize=8, ha="right" if right else "left")
         ax.legend(loc="lower right", title="red: on the frontier", title_fontsize=8)
     else:
         ax.text(0.5, 0.5, "no keypoint AP measured (latency only, or detectors only)", ha="center", va="center",

@@ -84,7 +84,7 @@ def people_table(record: dict) -> list[str]:
         return []
     lines = ["", "End to end p50 ms at batch 1 against people per frame (synthetic frames of exactly that many "
              "people; in brackets: pre + post over the model alone):", "",
-             "| configuration | " + " | ".join(f"{p} people" for p in counts) + " |",
+             "| configuration | " + " | ".join(f"{p} {'person' if p == 1 else 'people'}" for p in counts) + " |",
              "|---|" + "---|" * len(counts)]
     for c in record["configurations"]:
         cells = {e["people"]: f"{_ms(e['end_to_end'])} ({e['pre_plus_post_over_model']})" for e in c.get("people", [])}

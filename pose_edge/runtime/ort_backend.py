@@ -48,6 +48,10 @@ class OrtBackend:
         options.log_severity_level = 3  # errors only; the warnings about unused initialisers are noise here
         if threads:
             options.intra_op_num_threads = threads
+        # No spinning between runs: a top-down frame runs two sessions back to back (detector, then pose model), and
+        # the first one's idle threads spinning on the same cores slowed the second by up to 1.7x on 2 cores
+        # (benchmarks/results/bench-cpu-*.md); one session alone ran no slower without it.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = set(ort.get_available_providers())
         if not gpu_available():  # the GPU build lists CUDA even without a driver, then logs a page of errors
             available -= {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
