@@ -203,8 +203,10 @@ def test_a_failing_run_leaves_no_partial_files(tmp_path):
 
 # A run in its own process: an endless live camera, overlays and JSON Lines written from the render stage.
 _SCRIPT = textwrap.dedent("""
-    import json, sys, time
+    import json, signal, sys, time
     import numpy as np
+    # Ctrl-C as in a terminal, even when the suite runs as a background job (which starts with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {tests!r})
     from synthetic_poses import poses_of, standing_person
     from pose_edge.runtime.draw import draw_poses
