@@ -18,7 +18,7 @@ pose-edge train sb-r18-128x96 --data "$DEMO/data" --epochs 4 --eval-every 4 --wo
 pose-edge eval "$DEMO/runs/sb-r18-128x96" --data "$DEMO/data"
 
 echo "== 4. KAPAO (single-stage): kapao-tiny, about four minutes of CPU training, then COCO keypoint AP on the val images"
-# A from-scratch run this short finds people (box AP50 about 0.3) well before it places keypoints: expect a keypoint AP
+# A from-scratch run this short finds people (box AP50 about 0.15) well before it places keypoints: expect a keypoint AP
 # of 0.000-0.001 here (box AP about 0.04); the reference recipe (kapao-s and up) needs a GPU and hundreds of epochs.
 pose-edge train kapao-tiny --data "$DEMO/data" --epochs 20 --eval-every 20 --workers 0 --out "$DEMO/runs/kapao-tiny"
 pose-edge eval "$DEMO/runs/kapao-tiny" --data "$DEMO/data"
