@@ -69,6 +69,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from decoder_workloads import K, KAPAO_ANCHORS, KAPAO_STRIDES, NC, heatmap_workload, kapao_workload  # noqa: E402
+from pose_edge.bench.machine import cpu_model  # noqa: E402
 from pose_edge.fsutil import atomic_write_json, atomic_write_text  # noqa: E402
 from pose_edge.runtime import kapao_decode as kd  # noqa: E402
 from pose_edge.runtime.heatmap_decode import decode_heatmaps  # noqa: E402
@@ -289,15 +290,7 @@ def kapao_rows(kapao, rounds: int, rng, images: int) -> list[dict]:
 def machine() -> dict:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "torch": torch.__version__, "opencv": cv2.__version__,
             "threads": "1 (torch, OpenCV, BLAS)"}
 

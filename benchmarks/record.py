@@ -12,18 +12,17 @@ from typing import Callable
 
 
 def cpu_model_and_flags() -> tuple[str, set[str]]:
-    """(CPU model name, its feature flags) from /proc/cpuinfo; ("unknown", set()) where there is none."""
-    cpu, flags = "unknown", set()
+    """(CPU model name, its feature flags from /proc/cpuinfo; an empty set where there is none)."""
+    from pose_edge.bench.machine import cpu_model
+
+    flags = set()
     try:
         for line in open("/proc/cpuinfo"):
-            key = line.split(":", 1)[0].strip()
-            if key in ("model name", "Hardware") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if key in ("flags", "Features"):  # x86, Arm
+            if line.split(":", 1)[0].strip() in ("flags", "Features"):  # x86, Arm
                 flags |= set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return cpu, flags
+    return cpu_model(), flags
 
 
 def default_path(name: str) -> Path:

@@ -630,21 +630,15 @@ def cv2_blur(images):
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from pose_edge.bench.machine import cpu_model
+
     versions = {}
     for module in ("torch", "numpy", "cv2", "yaml"):
         try:
             versions[module] = __import__(module).__version__
         except Exception:  # a missing module is reported, not fatal
             versions[module] = "missing"
-    return {"host": platform.node(), "system": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
+    return {"host": platform.node(), "system": platform.platform(), "cpu": cpu_model(), "cores": os.cpu_count(),
             "python": platform.python_version(), **versions, "load": os.getloadavg()}
 
 

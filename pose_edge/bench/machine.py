@@ -29,6 +29,12 @@ def _first_line(path: str, prefix: str = "") -> str | None:
     return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (x86 "model name", Arm "Hardware" in /proc/cpuinfo), else what platform knows."""
+    return (_first_line("/proc/cpuinfo", "model name") or _first_line("/proc/cpuinfo", "Hardware")
+            or platform.processor() or platform.machine())
+
+
 def _command(*argv: str) -> str | None:
     """The first line of a command's output, or None when it is missing or fails (a few seconds at most)."""
     if shutil.which(argv[0]) is None:
@@ -101,7 +107,7 @@ def describe_machine() -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "host": platform.node(),
         "platform": platform.platform(),
-        "cpu": _first_line("/proc/cpuinfo", "model name") or platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "cores_usable": usable,
         "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
