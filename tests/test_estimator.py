@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from no_torch import run_cli_without_torch
 
 import pose_edge
 from pose_edge.errors import ArtifactError, PoseEdgeError
@@ -239,30 +240,18 @@ def test_predict_writes_what_it_promises(small_models, tmp_path):
 
 def test_predict_runs_with_torch_unimportable(small_models, tmp_path):
     """The base install's promise: `pose-edge predict` on an ONNX model in a process where `import torch` fails."""
-    code = (
-        "import sys\n"
-        "class NoTorch:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
-        "            raise ImportError('torch is blocked in this test')\n"
-        "sys.meta_path.insert(0, NoTorch())\n"
-        "from pose_edge.cli import main\n"
-        "main(sys.argv[1:])\n"
-    )
     image = tmp_path / "frame.png"
     import cv2
 
     cv2.imwrite(str(image), frames(1)[0])
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-c", code, "predict", str(small_models["kapao-tiny"][1]), str(image),
-                           "--out", str(out), "--conf", "0.0", "--json"], capture_output=True, text=True)
+    done = run_cli_without_torch("predict", small_models["kapao-tiny"][1], image, "--out", out, "--conf", "0.0", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["frames"] == 1 and report["estimator"]["model"]["backend"] == "onnxruntime"
     assert (out / "results.json").is_file() and (out / "overlays" / "frame.jpg").is_file()
     # A checkpoint in the same process needs PyTorch: one line saying so.
-    done = subprocess.run([sys.executable, "-c", code, "predict", str(small_models["kapao-tiny"][0]), str(image),
-                           "--out", str(out / "ckpt")], capture_output=True, text=True)
+    done = run_cli_without_torch("predict", small_models["kapao-tiny"][0], image, "--out", out / "ckpt")
     assert done.returncode == 1 and "PyTorch is not installed" in done.stderr and "Traceback" not in done.stderr
 
 

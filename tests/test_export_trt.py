@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from pose_edge.export import fp16, int8
 from pose_edge.export.onnx_export import export_onnx, get_graph_info, sample_images, save_model, set_graph_info
+from no_torch import run_cli_without_torch
 from test_export_onnx import SMALL_PRESETS, preset_model
 
 from pose_edge.errors import ArtifactError, PoseEdgeError
@@ -201,25 +202,13 @@ def test_engine_runs_and_matches_onnx_runtime(precision, synth_data, tmp_path):
     assert np.isfinite(np.concatenate([g.ravel() for g in got])).all()
 
 
-NO_TORCH = ("import sys\n"
-            "class NoTorch:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
-            "            raise ImportError('torch is blocked in this test')\n"
-            "sys.meta_path.insert(0, NoTorch())\n"
-            "from pose_edge.cli import main\n"
-            "main(sys.argv[1:])\n")
 
 
 def test_an_engine_builds_from_an_exported_onnx_without_torch(small_models, tmp_path):
     """On a Jetson the engine is built where it runs, from the exported .onnx, with no PyTorch installed."""
-    import subprocess
-    import sys
-
     pytest.importorskip("tensorrt_rtx")
     onnx_path = small_models["det-tiny"][1]
     engine = tmp_path / "det.engine"
-    done = subprocess.run([sys.executable, "-c", NO_TORCH, "export", str(onnx_path), "--engine", "trt", "--sm", "8.6",
-                           "--out", str(engine)], capture_output=True, text=True)
+    done = run_cli_without_torch("export", onnx_path, "--engine", "trt", "--sm", "8.6", "--out", engine)
     assert done.returncode == 0, done.stderr
     assert engine.is_file() and (tmp_path / "det.engine.json").is_file() and "fp32 engine" in done.stdout
