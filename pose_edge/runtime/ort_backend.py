@@ -49,8 +49,9 @@ class OrtBackend:
         if threads:
             options.intra_op_num_threads = threads
         # No spinning between runs: a top-down frame runs two sessions back to back (detector, then pose model), and
-        # the first one's idle threads spinning on the same cores slowed the second by up to 1.7x on 2 cores
-        # (benchmarks/results/bench-cpu-*.md); one session alone ran no slower without it.
+        # the first one's idle threads spun on the cores the second needed. Measured once on the 2-core build
+        # machine, CPU, sb-r18-128x96 + det-tiny FP32 end to end: 29.4 -> 19.6 ms (1 person), 94.7 -> 54.4 ms (5);
+        # kapao-tiny and kapao-s (one session) unchanged within the noise of that run.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = set(ort.get_available_providers())
         if not gpu_available():  # the GPU build lists CUDA even without a driver, then logs a page of errors
