@@ -183,6 +183,11 @@ def test_export_cli_cpu_target_with_val_table_and_engine_refusal(run_dir, synth_
     backend = OrtBackend(path, providers=("CPUExecutionProvider",))
     assert backend.info.details["target"] == "cpu" and backend.providers == ("CPUExecutionProvider",)
     assert backend.run(sample_images(backend.meta, 2))[0].shape == (2, 17, 32, 24)
+    from pose_edge.bench.configs import precision  # the bench's tables name it apart from the TensorRT-target graph
+
+    assert precision(backend) == "int8-cpu"
+    assert runner.invoke(main, ["export", str(run_dir), "--precision", "fp32"]).exit_code == 0
+    assert precision(OrtBackend(run_dir / "export" / "sb-r18-128x96-fp32.onnx")) == "fp32"
 
     engine = tmp_path / "x.engine"
     refused = runner.invoke(main, ["export", str(path), "--engine", "trt", "--out", str(engine)])

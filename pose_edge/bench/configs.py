@@ -45,8 +45,11 @@ def runtime_name(backend) -> str:
 
 
 def precision(backend) -> str:
+    """fp32, fp16, int8 (the TensorRT-target graph or an engine) or int8-cpu (the graph for ONNX Runtime's CPU)."""
     info = getattr(backend, "info", None)
-    return info.precision if info is not None else "fp32"
+    if info is None:
+        return "fp32"
+    return f"{info.precision}-cpu" if info.details.get("target") == "cpu" else info.precision
 
 
 @dataclass
