@@ -98,6 +98,7 @@ COCO result of a pose is its keypoints with score = its person score (no rescori
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -136,13 +137,17 @@ def _check_levels(outputs, strides, anchors) -> None:
 def _decode_head(raw: np.ndarray, grid: np.ndarray, stride, anchor_wh: np.ndarray) -> np.ndarray:
     """Raw channels 0..4+nc [..., 5 + nc] -> decoded float32: box (cx, cy, w, h), objectness, classes.
 
-    grid [..., 2] float32 (gx, gy) and anchor_wh [..., 2] float32 broadcast against the rows. A row's values depend
-    on that row only and every row takes the same float32 operations, so rows decoded alone, in any layout, equal
-    the same rows of `decode` bit for bit.
+    grid [..., 2] float32 (gx, gy) and anchor_wh [..., 2] float32 broadcast against the rows, stride a number or a
+    float32 array that broadcasts likewise. A row's values depend on that row only and every row takes the same
+    float32 operations, so rows decoded alone, in any layout, equal the same rows of `decode` bit for bit.
     """
-    y = sigmoid(raw)
-    s = np.float32(stride)
-    out = np.empty_like(y)
+    return _decode_box(sigmoid(raw), grid, stride, anchor_wh)
+
+
+def _decode_box(y: np.ndarray, grid: np.ndarray, stride, anchor_wh: np.ndarray) -> np.ndarray:
+    """`_decode_head` from the sigmoid of the raw channels, y float32 [..., 5 + nc]."""
+    s = np.asarray(stride, np.float32)
+    out = np.empty(y.shape, np.float32)
     out[..., 0:2] = (np.float32(2.0) * y[..., 0:2] - np.float32(0.5) + grid) * s
     out[..., 2:4] = (np.float32(2.0) * y[..., 2:4]) ** 2 * anchor_wh
     out[..., 4:] = y[..., 4:]
@@ -183,6 +188,7 @@ def decode(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_c
     return np.concatenate(rows, axis=1)
 
 
+@functools.lru_cache(maxsize=64)
 def logit_floor(conf_thres: float) -> np.float32:
     """A float32 raw value below which the decoded objectness cannot exceed conf_thres.
 
@@ -204,12 +210,15 @@ def logit_floor(conf_thres: float) -> np.float32:
 def _best_class(obj: np.ndarray, cls_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """obj float32 [M], class probabilities float32 [nc, M] (class-major) -> (conf float32 [M], best int64 [M]).
 
-    conf_c = obj * cls_c in float32; the best class is the first index of the largest conf_c (np.argmax's rule,
-    a NaN conf making conf NaN). Class-major, both are elementwise passes over nc rows instead of a reduction
-    along a short axis per row.
+    conf_c = obj * cls_c in float32; the best class is the first index of the largest conf_c (np.argmax's rule).
+    A row with a NaN conf_c has conf NaN, which fails every threshold; its best class is not used. A few rows take
+    np.argmax along the class axis; many take elementwise passes over the nc rows instead, because NumPy's argmax
+    along a short axis costs a call per row (the two cross near 800 rows on a 2-core x86 machine).
     """
     conf_t = cls_t * obj
     conf = np.maximum.reduce(conf_t, axis=0)
+    if len(obj) <= _ARGMAX_ROWS:
+        return conf, conf_t.argmax(axis=0)
     best = np.zeros(len(obj), np.int64)
     for c in range(len(conf_t) - 1, 0, -1):  # downwards, so that the first class equal to the largest wins
         best[conf_t[c] == conf] = c
@@ -217,31 +226,35 @@ def _best_class(obj: np.ndarray, cls_t: np.ndarray) -> tuple[np.ndarray, np.ndar
     return conf, best
 
 
+_ARGMAX_ROWS = 512
+
+
 def _class_mask(classes: Sequence[int], num_classes: int) -> np.ndarray:
-    """bool [nc]: which class indices are in `classes` (indices outside 0..nc-1 match nothing)."""
+    """bool [nc], read-only: which class indices are in `classes` (indices outside 0..nc-1 match nothing)."""
+    return _cached_class_mask(tuple(int(c) for c in classes), num_classes)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_class_mask(classes: tuple[int, ...], num_classes: int) -> np.ndarray:
     mask = np.zeros(num_classes, bool)
-    classes = np.asarray(list(classes), np.int64)
+    classes = np.asarray(classes, np.int64)
     mask[classes[(classes >= 0) & (classes < num_classes)]] = True
+    mask.flags.writeable = False
     return mask
 
 
-def _candidate_mask(decoded, count: int, num_classes: int, passes) -> np.ndarray:
-    """bool [count]: which rows are candidates (`select_candidates`) of any pass, decoding as few values as it can.
+def _candidate_mask(y: np.ndarray, num_classes: int, passes) -> np.ndarray:
+    """bool [M]: which rows are candidates (`select_candidates`) of any pass; y float32 [5 + nc, M] is the sigmoid of
+    the rows' head channels (class-major).
 
-    decoded(rows, channels) -> float32 [len(channels), len(rows)]: those channels of those rows, decoded. A row
-    needs obj > conf_thres, and its best class in the pass's classes with obj * cls > conf_thres, so the largest
-    obj * cls over the pass's classes must exceed conf_thres: only rows that pass that are decoded on every class
-    to find their best class exactly (the person pass decodes one class of most rows, all of a few).
+    A pass keeps a row when obj > conf_thres and its best class (over all classes) is one of the pass's with
+    conf = obj * cls > conf_thres (which implies that the largest obj * cls over the pass's classes exceeds it).
     """
-    keep = np.zeros(count, bool)
-    every = np.arange(5, 5 + num_classes)
-    obj = decoded(np.arange(count), np.array([4]))[0]
+    obj = y[4]
+    conf, best = _best_class(obj, y[5:5 + num_classes])
+    keep = np.zeros(len(obj), bool)
     for conf_thres, _, classes in passes:
-        rows = np.flatnonzero(obj > conf_thres)
-        mine = np.flatnonzero(_class_mask(classes, num_classes))
-        rows = rows[np.maximum.reduce(decoded(rows, 5 + mine) * obj[rows], axis=0) > conf_thres]
-        conf, best = _best_class(obj[rows], decoded(rows, every))
-        keep[rows[(conf > conf_thres) & _class_mask(classes, num_classes)[best]]] = True
+        keep |= (obj > conf_thres) & (conf > conf_thres) & _class_mask(classes, num_classes)[best]
     return keep
 
 
@@ -270,26 +283,31 @@ class _Candidates:
         """float32 [len(which), 2K]: the decoded keypoint channels of the candidate rows `which`."""
         which = np.asarray(which, np.int64)
         out = np.empty((len(which), 2 * self.num_keypoints), np.float32)
-        first = self.head.shape[1]  # channel 5 + nc
-        for number, (raw, stride, cells) in enumerate(self.levels):
-            mine = np.flatnonzero(self.level[which] == number)
-            if len(mine):
-                rows = which[mine]
-                channels = np.arange(first, first + 2 * self.num_keypoints)
-                values = np.take(raw, self.start[rows] + channels[:, None] * cells).T  # gathered channel by channel
-                out[mine] = _decode_keypoints(values, self.grid[rows], stride, self.anchor_wh[rows])
+        channels = np.arange(self.head.shape[1], self.head.shape[1] + 2 * self.num_keypoints)  # from 5 + nc
+        level = self.level[which]
+        for number in np.bincount(level, minlength=len(self.levels)).nonzero()[0]:  # levels holding a row
+            raw, stride, cells = self.levels[number]
+            mine = (level == number).nonzero()[0]
+            rows = which[mine]
+            values = np.take(raw, self.start[rows] + channels[:, None] * cells).T  # gathered channel by channel
+            out[mine] = _decode_keypoints(values, self.grid[rows], stride, self.anchor_wh[rows])
         return out
 
 
 def _select(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_classes: int, num_keypoints: int,
             thresholds: Thresholds) -> list[_Candidates]:
-    """The candidate rows of every image (see `decode_candidates`), keypoint channels not yet decoded."""
+    """The candidate rows of every image (see `decode_candidates`), keypoint channels not yet decoded.
+
+    Each level gives the rows whose raw objectness reaches the logit floor, with their head channels; from there all
+    levels and images are handled at once, so a frame with a handful of candidates costs a few dozen NumPy calls,
+    not a few per level, class and pass.
+    """
     _check_levels(outputs, strides, anchors)
     depth = row_width(num_classes, num_keypoints)
     passes = _passes(num_classes, num_keypoints, thresholds)
     floor = logit_floor(min(conf for conf, _, _ in passes))
-    head_channels = np.arange(5 + num_classes)
-    batch, offset, levels, parts = None, 0, [], []
+    head_channels = np.arange(5 + num_classes)[:, None]
+    batch, offset, levels, found = None, 0, [], []
     for number, (raw, stride, level_anchors) in enumerate(zip(outputs, strides, anchors)):
         num_anchors = len(level_anchors)
         raw = np.ascontiguousarray(_check_level(raw, num_anchors, depth))
@@ -299,30 +317,32 @@ def _select(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_
         batch, cells = n, height * width
         # Flat positions in the raw grid [N*A, D, H*W]: (image*A + anchor, channel, cell). Values are gathered
         # channel by channel (each channel's positions ascend), which reads memory in order.
-        hits = np.flatnonzero(raw.reshape(n * num_anchors, depth, cells)[:, 4, :] >= floor)  # NaN fails
+        hits = (raw.reshape(n * num_anchors, depth, cells)[:, 4, :] >= floor).ravel().nonzero()[0]  # NaN fails
         slot, cell = np.divmod(hits, cells)  # ascending: row order within each image
         start = slot * (depth * cells) + cell  # channel 0 of each row
-        keep = _candidate_mask(lambda rows, channels: sigmoid(np.take(raw, start[rows] + channels[:, None] * cells)),
-                               len(hits), num_classes, passes)
-        slot, cell, start = slot[keep], cell[keep], start[keep]
         image, anchor = np.divmod(slot, num_anchors)
-        gy, gx = np.divmod(cell, width)
-        grid = np.stack([gx, gy], axis=1).astype(np.float32)
-        anchor_wh = np.asarray(level_anchors, np.float32)[anchor]
-        head = _decode_head(np.take(raw, start + head_channels[:, None] * cells).T, grid, stride, anchor_wh)
+        found.append((np.take(raw, start + head_channels * cells), image, offset + anchor * cells + cell,
+                      np.full(len(hits), number), start, cell, anchor))
         levels.append((raw, stride, cells))
-        parts.append((np.searchsorted(image, np.arange(n + 1)), head, offset + anchor * cells + cell, start, grid,
-                      anchor_wh))
         offset += num_anchors * cells
-    out = []
-    for i in range(batch or 0):
-        pieces = [[a[bounds[i]:bounds[i + 1]] for a in arrays] for bounds, *arrays in parts]
-        level = np.concatenate([np.full(len(p[0]), number, np.int64) for number, p in enumerate(pieces)])
-        head, index, start, grid, anchor_wh = (np.concatenate(column) for column in zip(*pieces))
-        out.append(_Candidates(head.reshape(-1, 5 + num_classes), index.astype(np.int64), level,
-                               start.astype(np.int64), grid.reshape(-1, 2), anchor_wh.reshape(-1, 2), levels,
-                               num_keypoints))
-    return out
+    if not found:
+        return []
+    raw_head, image, index, level, start, cell, anchor = (np.concatenate(part, axis=-1) for part in zip(*found))
+    y = sigmoid(raw_head)  # [5 + nc, M]
+    keep = _candidate_mask(y, num_classes, passes).nonzero()[0]
+    # Levels were concatenated one after the other: a stable sort by image gives each image's rows in row order.
+    keep = keep[np.argsort(image[keep], kind="stable")]
+    image, index, level, start, cell, anchor = (a[keep] for a in (image, index, level, start, cell, anchor))
+    widths = np.array([raw.shape[3] for raw in outputs])
+    gy, gx = np.divmod(cell, widths[level])
+    grid = np.stack([gx, gy], axis=1).astype(np.float32)
+    anchor_wh = np.concatenate([np.asarray(a, np.float32).reshape(-1, 2) for a in anchors])[
+        np.cumsum([0] + [len(a) for a in anchors])[level] + anchor]
+    stride = np.asarray(strides, np.float32)[level][:, None]
+    head = _decode_box(y[:, keep].T, grid, stride, anchor_wh)
+    bounds = np.searchsorted(image, np.arange((batch or 0) + 1))
+    return [_Candidates(*(a[lo:hi] for a in (head, index, level, start, grid, anchor_wh)), levels, num_keypoints)
+            for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
 def decode_candidates(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_classes: int,
@@ -360,7 +380,7 @@ def select_candidates(rows: np.ndarray, num_classes: int, conf_thres: float, cla
     Confidence filter, best class, class filter, then conf descending (stable) capped at max_nms; see the module
     docstring.
     """
-    index = np.flatnonzero(rows[:, 4] > conf_thres)
+    index = (rows[:, 4] > conf_thres).nonzero()[0]
     conf, best = _best_class(rows[index, 4], np.ascontiguousarray(rows[index, 5:5 + num_classes].T))
     keep = conf > conf_thres
     if classes is not None:
@@ -394,13 +414,15 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_thresh
     order = np.argsort(-scores, kind="stable")  # visiting order: score descending, ties by index
     if not float(iou_threshold) >= 0:  # a negative threshold suppresses boxes that do not even touch
         return _nms_sequential(boxes, class_ids, order, iou_threshold, max_keep)
+    if count <= _ALL_PAIRS_BOXES:
+        return order[_nms_few(boxes[order], class_ids[order], iou_threshold)[:max_keep]].astype(np.int64)
     boxes, class_ids = boxes[order], class_ids[order]
     keep = np.zeros(count, bool)  # in visiting order
     start, block = 0, max(2 * max_keep, 256)
     while start < count and np.count_nonzero(keep[:start]) < max_keep:
         stop = min(count, start + block)
-        members = np.concatenate([np.flatnonzero(keep[:start]), np.arange(start, stop)])
-        edges = _overlap_pairs(boxes[members], class_ids[members], iou_threshold)
+        members = np.concatenate([keep[:start].nonzero()[0], np.arange(start, stop)])
+        edges = _candidate_pairs(boxes[members], class_ids[members], iou_threshold)
         if edges is None:
             return _nms_sequential(boxes, class_ids, np.arange(count), iou_threshold, max_keep, order)
         first, second = members[edges[0]], members[edges[1]]  # first < second in visiting order
@@ -421,7 +443,32 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_thresh
             return _nms_sequential(boxes, class_ids, np.arange(count), iou_threshold, max_keep, order)
         keep[start:stop] = state
         start, block = stop, 2 * block
-    return order[np.flatnonzero(keep)[:max_keep]].astype(np.int64)
+    return order[keep.nonzero()[0][:max_keep]].astype(np.int64)
+
+
+def _nms_few(boxes: np.ndarray, class_ids: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """The greedy rule over a few boxes given in visiting order -> positions of the kept ones, ascending.
+
+    Every pair of one class is tested; "kept = not suppressed by a kept box before it" is iterated from all kept to
+    its fixed point, which the greedy rule's result is, and the only one (box j depends on boxes before j only, so
+    round r settles box r at the latest).
+    """
+    count = len(boxes)
+    first, second = _upper_pairs(count)
+    same = class_ids[first] == class_ids[second]
+    if not same.any():  # one box, or boxes of different classes (a person's keypoint objects): all kept
+        return np.arange(count)
+    first, second = first[same], second[same]
+    suppresses = np.zeros((count, count), bool)
+    hit = _iou(boxes, first, second).astype(np.float64) > float(iou_threshold)
+    suppresses[first[hit], second[hit]] = True
+    keep = np.ones(count, bool)
+    for _ in range(count):
+        update = ~(suppresses & keep[:, None]).any(axis=0)
+        if np.array_equal(update, keep):
+            break
+        keep = update
+    return keep.nonzero()[0]
 
 
 _MAX_FIXED_POINT_ROUNDS = 64  # rounds needed = the longest chain of alternating keep/suppress decisions, + 1
@@ -441,6 +488,28 @@ def _iou(boxes: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         return inter / ((area_a + area_b) - inter)
 
 
+def _candidate_pairs(boxes: np.ndarray, class_ids: np.ndarray, iou_threshold: float
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Pairs (i, j), i < j, that may suppress one another: every pair of one class among a few boxes (testing them
+    all costs less than finding the overlapping ones), else `_overlap_pairs`."""
+    if len(boxes) > _ALL_PAIRS_BOXES:
+        return _overlap_pairs(boxes, class_ids, iou_threshold)
+    first, second = _upper_pairs(len(boxes))
+    same = class_ids[first] == class_ids[second]
+    return first[same], second[same]
+
+
+_ALL_PAIRS_BOXES = 64
+
+
+@functools.lru_cache(maxsize=_ALL_PAIRS_BOXES + 1)
+def _upper_pairs(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j) with i < j < count, int64, i ascending then j."""
+    first, second = np.triu_indices(count, 1)
+    first.flags.writeable = second.flags.writeable = False
+    return first, second
+
+
 def _overlap_pairs(boxes: np.ndarray, class_ids: np.ndarray, iou_threshold: float
                    ) -> tuple[np.ndarray, np.ndarray] | None:
     """Every pair (i, j), i < j, of one class whose IoU can exceed iou_threshold = t >= 0, possibly with a few more;
@@ -454,7 +523,7 @@ def _overlap_pairs(boxes: np.ndarray, class_ids: np.ndarray, iou_threshold: floa
     """
     x1, y1, x2, y2 = boxes.astype(np.float64).T
     w, h = x2 - x1, y2 - y1
-    index = np.flatnonzero(np.isfinite(boxes).all(axis=1) & (w > 0) & (h > 0))
+    index = (np.isfinite(boxes).all(axis=1) & (w > 0) & (h > 0)).nonzero()[0]
     empty = np.zeros(0, np.int64)
     if len(index) < 2:
         return empty, empty
@@ -524,7 +593,7 @@ def fuse_keypoints(pose_xy: np.ndarray, pose_scores: np.ndarray, kp_xy: np.ndarr
     pose_xy = np.asarray(pose_xy, np.float32)
     num_poses, num_keypoints = pose_xy.shape[:2]
     fused = np.concatenate([pose_xy, np.zeros((num_poses, num_keypoints, 1), np.float32)], axis=-1)
-    eligible = np.flatnonzero(np.asarray(pose_scores) > conf_thres_kp_person)
+    eligible = (np.asarray(pose_scores) > conf_thres_kp_person).nonzero()[0]
     kp_xy = np.asarray(kp_xy, np.float32).reshape(-1, 2)
     kp_conf = np.asarray(kp_conf, np.float32).reshape(-1)
     kp_type = np.asarray(kp_type, np.int64).reshape(-1)
@@ -537,7 +606,7 @@ def fuse_keypoints(pose_xy: np.ndarray, pose_scores: np.ndarray, kp_xy: np.ndarr
     rank[by_type] = np.arange(len(kp_type)) - first_of_type
     tol2 = float(overwrite_tol) ** 2
     for step in range(int(rank.max()) + 1):
-        q = np.flatnonzero(rank == step)  # at most one detection per keypoint type
+        q = (rank == step).nonzero()[0]  # at most one detection per keypoint type
         k = kp_type[q]
         current = fused[eligible[:, None], k[None, :]]  # [Pe, Q_t, 3]
         dx = current[..., 0] - kp_xy[q, 0]
