@@ -231,7 +231,7 @@ _ARGMAX_ROWS = 512
 
 def _class_mask(classes: Sequence[int], num_classes: int) -> np.ndarray:
     """bool [nc], read-only: which class indices are in `classes` (indices outside 0..nc-1 match nothing)."""
-    return _cached_class_mask(tuple(int(c) for c in classes), num_classes)
+    return _cached_class_mask(classes if isinstance(classes, tuple) else tuple(classes), num_classes)
 
 
 @functools.lru_cache(maxsize=64)
@@ -243,26 +243,24 @@ def _cached_class_mask(classes: tuple[int, ...], num_classes: int) -> np.ndarray
     return mask
 
 
-def _candidate_mask(y: np.ndarray, num_classes: int, passes) -> np.ndarray:
-    """bool [M]: which rows are candidates (`select_candidates`) of any pass; y float32 [5 + nc, M] is the sigmoid of
-    the rows' head channels (class-major).
+def _candidate_mask(obj: np.ndarray, conf: np.ndarray, best: np.ndarray, num_classes: int, passes) -> np.ndarray:
+    """bool [M]: which rows are candidates (`select_candidates`) of any pass, from their objectness and best class
+    (`_best_class`).
 
     A pass keeps a row when obj > conf_thres and its best class (over all classes) is one of the pass's with
     conf = obj * cls > conf_thres (which implies that the largest obj * cls over the pass's classes exceeds it).
     """
-    obj = y[4]
-    conf, best = _best_class(obj, y[5:5 + num_classes])
     keep = np.zeros(len(obj), bool)
     for conf_thres, _, classes in passes:
         keep |= (obj > conf_thres) & (conf > conf_thres) & _class_mask(classes, num_classes)[best]
     return keep
 
 
-def _passes(num_classes: int, num_keypoints: int, t: Thresholds) -> list[tuple[float, float, list[int]]]:
+def _passes(num_classes: int, num_keypoints: int, t: Thresholds) -> list[tuple[float, float, tuple[int, ...]]]:
     """(conf_thres, iou_thres, classes) of the NMS passes `postprocess_rows` runs: person, then keypoint."""
-    passes = [(t.conf_thres, t.iou_thres, [0])]
+    passes = [(t.conf_thres, t.iou_thres, (0,))]
     if num_keypoints and t.use_kp_dets:
-        passes.append((t.conf_thres_kp, t.iou_thres_kp, list(range(1, 1 + num_keypoints))))
+        passes.append((t.conf_thres_kp, t.iou_thres_kp, tuple(range(1, 1 + num_keypoints))))
     return passes
 
 
@@ -276,8 +274,18 @@ class _Candidates:
     start: np.ndarray  # int64 [M]: flat position of the row's channel 0 in its level's raw grid
     grid: np.ndarray  # float32 [M, 2]: (gx, gy)
     anchor_wh: np.ndarray  # float32 [M, 2]
+    conf: np.ndarray  # float32 [M]: obj * cls of the best class (`_best_class`)
+    best: np.ndarray  # int64 [M]: the best class
     levels: list  # per level: (raw grid, stride, cells per map)
     num_keypoints: int
+
+    @classmethod
+    def none(cls, levels: list, num_classes: int, num_keypoints: int) -> "_Candidates":
+        """An image without candidates."""
+        def empty(*shape, dtype=np.float32):
+            return np.zeros((0, *shape), dtype)
+        return cls(empty(5 + num_classes), empty(dtype=np.int64), empty(dtype=np.int64), empty(dtype=np.int64),
+                   empty(2), empty(2), empty(), empty(dtype=np.int64), levels, num_keypoints)
 
     def keypoints(self, which: np.ndarray) -> np.ndarray:
         """float32 [len(which), 2K]: the decoded keypoint channels of the candidate rows `which`."""
@@ -315,34 +323,36 @@ def _select(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_
         if batch is not None and n != batch:
             raise ValueError(f"level grids hold {batch} and {n} images")
         batch, cells = n, height * width
+        levels.append((raw, stride, cells))
         # Flat positions in the raw grid [N*A, D, H*W]: (image*A + anchor, channel, cell). Values are gathered
         # channel by channel (each channel's positions ascend), which reads memory in order.
         hits = (raw.reshape(n * num_anchors, depth, cells)[:, 4, :] >= floor).ravel().nonzero()[0]  # NaN fails
-        slot, cell = np.divmod(hits, cells)  # ascending: row order within each image
-        start = slot * (depth * cells) + cell  # channel 0 of each row
-        image, anchor = np.divmod(slot, num_anchors)
-        found.append((np.take(raw, start + head_channels * cells), image, offset + anchor * cells + cell,
-                      np.full(len(hits), number), start, cell, anchor))
-        levels.append((raw, stride, cells))
+        if len(hits):
+            slot, cell = np.divmod(hits, cells)  # ascending: row order within each image
+            start = slot * (depth * cells) + cell  # channel 0 of each row
+            image, anchor = np.divmod(slot, num_anchors)
+            gy, gx = np.divmod(cell, width)
+            found.append((np.take(raw, start + head_channels * cells),
+                          np.stack([image, offset + anchor * cells + cell, np.full(len(hits), number), start, gx, gy]),
+                          np.asarray(level_anchors, np.float32)[anchor], np.full(len(hits), stride, np.float32)))
         offset += num_anchors * cells
     if not found:
-        return []
-    raw_head, image, index, level, start, cell, anchor = (np.concatenate(part, axis=-1) for part in zip(*found))
+        return [_Candidates.none(levels, num_classes, num_keypoints) for _ in range(batch or 0)]
+    raw_head, ids, anchor_wh, stride = (np.concatenate(part, axis=-1 if i < 2 else 0)
+                                        for i, part in enumerate(zip(*found)))
     y = sigmoid(raw_head)  # [5 + nc, M]
-    keep = _candidate_mask(y, num_classes, passes).nonzero()[0]
+    conf, best = _best_class(y[4], y[5:5 + num_classes])
+    keep = _candidate_mask(y[4], conf, best, num_classes, passes).nonzero()[0]
     # Levels were concatenated one after the other: a stable sort by image gives each image's rows in row order.
-    keep = keep[np.argsort(image[keep], kind="stable")]
-    image, index, level, start, cell, anchor = (a[keep] for a in (image, index, level, start, cell, anchor))
-    widths = np.array([raw.shape[3] for raw in outputs])
-    gy, gx = np.divmod(cell, widths[level])
+    keep = keep[np.argsort(ids[0, keep], kind="stable")]
+    image, index, level, start, gx, gy = ids[:, keep]
     grid = np.stack([gx, gy], axis=1).astype(np.float32)
-    anchor_wh = np.concatenate([np.asarray(a, np.float32).reshape(-1, 2) for a in anchors])[
-        np.cumsum([0] + [len(a) for a in anchors])[level] + anchor]
-    stride = np.asarray(strides, np.float32)[level][:, None]
-    head = _decode_box(y[:, keep].T, grid, stride, anchor_wh)
-    bounds = np.searchsorted(image, np.arange((batch or 0) + 1))
-    return [_Candidates(*(a[lo:hi] for a in (head, index, level, start, grid, anchor_wh)), levels, num_keypoints)
-            for lo, hi in zip(bounds[:-1], bounds[1:])]
+    anchor_wh = anchor_wh[keep]
+    head = _decode_box(y[:, keep].T, grid, stride[keep, None], anchor_wh)
+    conf, best = conf[keep], best[keep]
+    bounds = np.searchsorted(image, np.arange(batch + 1))
+    return [_Candidates(*(a[lo:hi] for a in (head, index, level, start, grid, anchor_wh, conf, best)), levels,
+                        num_keypoints) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
 def decode_candidates(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_classes: int,
@@ -385,7 +395,12 @@ def select_candidates(rows: np.ndarray, num_classes: int, conf_thres: float, cla
     keep = conf > conf_thres
     if classes is not None:
         keep &= _class_mask(classes, num_classes)[best]
-    index, conf, best = index[keep], conf[keep], best[keep]
+    return _by_confidence(index[keep], conf[keep], best[keep], max_nms)
+
+
+def _by_confidence(index: np.ndarray, conf: np.ndarray, best: np.ndarray, max_nms: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates in visiting order: conf descending, ties by index (a stable sort), at most max_nms."""
     order = np.argsort(-conf, kind="stable")[:max_nms]
     return index[order].astype(np.int64), conf[order].astype(np.float32), best[order].astype(np.int64)
 
@@ -577,9 +592,21 @@ def _nms_sequential(boxes: np.ndarray, class_ids: np.ndarray, visit: np.ndarray,
 def detect(rows: np.ndarray, num_classes: int, conf_thres: float, iou_thres: float,
            classes: Sequence[int] | None, max_det: int, max_nms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One NMS pass over one image's rows [R, D]: (row index [M], conf [M], class [M]) of the kept detections."""
-    index, conf, cls = select_candidates(rows, num_classes, conf_thres, classes, max_nms)
+    return _nms_pass(rows, select_candidates(rows, num_classes, conf_thres, classes, max_nms), iou_thres, max_det)
+
+
+def _nms_pass(rows: np.ndarray, candidates, iou_thres: float, max_det: int):
+    index, conf, cls = candidates
     keep = nms(boxes_xyxy(rows[index]), conf, cls, iou_thres, max_keep=max_det)
     return index[keep], conf[keep], cls[keep]
+
+
+def _detect_scored(rows: np.ndarray, scored: tuple[np.ndarray, np.ndarray], num_classes: int, conf_thres: float,
+                   iou_thres: float, classes: Sequence[int], max_det: int, max_nms: int):
+    """`detect` on rows whose conf and best class are known already (`_Candidates`): the same detections."""
+    conf, best = scored
+    index = ((rows[:, 4] > conf_thres) & (conf > conf_thres) & _class_mask(classes, num_classes)[best]).nonzero()[0]
+    return _nms_pass(rows, _by_confidence(index, conf[index], best[index], max_nms), iou_thres, max_det)
 
 
 def fuse_keypoints(pose_xy: np.ndarray, pose_scores: np.ndarray, kp_xy: np.ndarray, kp_conf: np.ndarray,
@@ -634,19 +661,26 @@ def postprocess_rows(rows: np.ndarray, num_classes: int, num_keypoints: int, let
 
 
 def _postprocess(rows: np.ndarray, keypoints_of, num_classes: int, num_keypoints: int, letterbox: Letterbox | None,
-                 thresholds: Thresholds) -> Poses:
+                 thresholds: Thresholds, scored: tuple[np.ndarray, np.ndarray] | None = None) -> Poses:
     """postprocess_rows on rows [R, >= 5 + nc] (box, objectness, classes) whose keypoint channels come from
-    keypoints_of(row positions) -> float32 [len, 2K]: the fast path decodes them for the kept poses only."""
+    keypoints_of(row positions) -> float32 [len, 2K]: the fast path decodes them for the kept poses only, and passes
+    the rows' (conf, best class) as `scored`."""
     t = thresholds
     person_pass, *keypoint_pass = _passes(num_classes, num_keypoints, t)
-    person_rows, person_conf, _ = detect(rows, num_classes, *person_pass, t.max_det, t.max_nms)
+    if scored is None:
+        def detections(conf_thres, iou_thres, classes):
+            return detect(rows, num_classes, conf_thres, iou_thres, classes, t.max_det, t.max_nms)
+    else:
+        def detections(conf_thres, iou_thres, classes):
+            return _detect_scored(rows, scored, num_classes, conf_thres, iou_thres, classes, t.max_det, t.max_nms)
+    person_rows, person_conf, _ = detections(*person_pass)
     boxes = boxes_xyxy(rows[person_rows])
     pose_xy = keypoints_of(person_rows).reshape(len(person_rows), num_keypoints, 2)
     if letterbox is not None:
         boxes = letterbox.to_image(boxes.reshape(-1, 2, 2)).reshape(-1, 4)
         pose_xy = letterbox.to_image(pose_xy)
     if keypoint_pass and len(person_rows):
-        kp_rows, kp_conf, kp_cls = detect(rows, num_classes, *keypoint_pass[0], t.max_det, t.max_nms)
+        kp_rows, kp_conf, kp_cls = detections(*keypoint_pass[0])
         kp_xy = rows[kp_rows, 0:2]
         if letterbox is not None:
             kp_xy = letterbox.to_image(kp_xy)
@@ -668,5 +702,5 @@ def postprocess(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, 
     letterboxes = [None] * len(candidates) if letterboxes is None else list(letterboxes)
     if len(letterboxes) != len(candidates):
         raise ValueError(f"{len(letterboxes)} letterboxes for {len(candidates)} images")
-    return [_postprocess(c.head, c.keypoints, num_classes, num_keypoints, lb, thresholds)
+    return [_postprocess(c.head, c.keypoints, num_classes, num_keypoints, lb, thresholds, (c.conf, c.best))
             for c, lb in zip(candidates, letterboxes)]
