@@ -390,6 +390,25 @@ def test_fast_postprocess_equals_before_on_busy_scenes():
     assert sum(int((g.keypoints[..., 2] > 0).sum()) for g in got) > 20
 
 
+@pytest.mark.parametrize("staged_rows", [0, 10**9])
+def test_both_ways_of_testing_candidates_equal_before(monkeypatch, staged_rows):
+    """Rows above the logit floor are tested all channels at once (few) or in stages (many): force each way on
+    random, adversarial-ish and busy grids, at both settings."""
+    monkeypatch.setattr(kd, "_STAGED_ROWS", staged_rows)
+    rng = np.random.default_rng(31)
+    letterboxes = [fit((240, 320), (256, 320)), fit((500, 300), (256, 320))]
+    grids = grids_like(rng, obj=(-1.0, 3.0))
+    grids[0][:, 4::D][rng.random(grids[0][:, 4::D].shape) < 0.05] = np.nan
+    for thresholds in (kd.COCO_THRESHOLDS, DEPLOY.single_stage):
+        check_against_before(grids, thresholds, letterboxes)
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from decoder_workloads import kapao_workload
+
+    busy, boxes = kapao_workload(np.random.default_rng(32), images=1, size=640, persons=4)
+    got = check_against_before(busy, kd.COCO_THRESHOLDS, boxes)
+    assert len(got[0]) == 300
+
+
 def test_fast_postprocess_equals_before_on_adversarial_grids():
     rng = np.random.default_rng(13)
     grids = grids_like(rng, obj=(-1.0, 3.0))

@@ -40,9 +40,9 @@ What is decoded (`postprocess`, `decode_candidates`)
 The rules here are stated on every decoded row; the post-processing decodes only what they can keep, each value by
 the same float32 operations as `decode`, so its results are the rules' results on `decode`'s rows, bit for bit:
 objectness is compared on the raw logits first (the sigmoid is monotonic: obj > t <=> raw > logit(t);
-`logit_floor` lies a margin below logit(t) and the decoded objectness of the rows above it decides exactly), class
-probabilities are decoded for those rows only (for the person pass, all classes only where obj * cls_0 > t), boxes
-for the candidates of either pass, keypoints for the poses the person pass keeps. Rows of several test-time
+`logit_floor` lies a margin below logit(t) and the decoded objectness of the rows above it decides exactly); the
+other head channels are decoded for those rows only (when they are many, in stages: objectness, then the pass's
+classes, all classes only where obj * cls > t for one of them), keypoints for the poses the person pass keeps. Rows of several test-time
 augmentation passes can be selected per pass (`decode_candidates`), transformed and concatenated pass after pass
 for `postprocess_rows`: selection reads objectness, the best confidence and whether the best class is the person
 class, which rescaling and de-flipping leave unchanged.
@@ -256,6 +256,29 @@ def _candidate_mask(obj: np.ndarray, conf: np.ndarray, best: np.ndarray, num_cla
     return keep
 
 
+def _candidate_mask_staged(decoded, count: int, num_classes: int, passes) -> np.ndarray:
+    """`_candidate_mask` for many rows, decoding as few values as it can: decoded(rows, channels) -> float32
+    [len(channels), len(rows)], those channels of those rows, decoded.
+
+    A row needs obj > conf_thres and the largest obj * cls over the pass's classes above conf_thres (its best class
+    must be one of them, with that conf): only rows that pass both are decoded on every class to find their best
+    class exactly (the person pass decodes one class of most rows, all of a few).
+    """
+    keep = np.zeros(count, bool)
+    every = np.arange(5, 5 + num_classes)
+    obj = decoded(np.arange(count), np.array([4]))[0]
+    for conf_thres, _, classes in passes:
+        rows = (obj > conf_thres).nonzero()[0]
+        mine = _class_mask(classes, num_classes).nonzero()[0]
+        rows = rows[np.maximum.reduce(decoded(rows, 5 + mine) * obj[rows], axis=0) > conf_thres]
+        conf, best = _best_class(obj[rows], decoded(rows, every))
+        keep[rows[(conf > conf_thres) & _class_mask(classes, num_classes)[best]]] = True
+    return keep
+
+
+_STAGED_ROWS = 4096  # from this many rows above the logit floor, the candidate test decodes in stages
+
+
 def _passes(num_classes: int, num_keypoints: int, t: Thresholds) -> list[tuple[float, float, tuple[int, ...]]]:
     """(conf_thres, iou_thres, classes) of the NMS passes `postprocess_rows` runs: person, then keypoint."""
     passes = [(t.conf_thres, t.iou_thres, (0,))]
@@ -306,16 +329,17 @@ def _select(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_
             thresholds: Thresholds) -> list[_Candidates]:
     """The candidate rows of every image (see `decode_candidates`), keypoint channels not yet decoded.
 
-    Each level gives the rows whose raw objectness reaches the logit floor, with their head channels; from there all
-    levels and images are handled at once, so a frame with a handful of candidates costs a few dozen NumPy calls,
-    not a few per level, class and pass.
+    Each level gives the rows whose raw objectness reaches the logit floor; from there all levels and images are
+    handled at once, so a frame with a handful of candidates costs a few dozen NumPy calls, not a few per level,
+    class and pass. Up to _STAGED_ROWS such rows have all their head channels decoded at once (the fewest calls);
+    more are tested in stages (the fewest values decoded: a busy frame at COCO's 0.001 has ~30,000 such rows an
+    image, most of which need their objectness and one class only).
     """
     _check_levels(outputs, strides, anchors)
     depth = row_width(num_classes, num_keypoints)
     passes = _passes(num_classes, num_keypoints, thresholds)
     floor = logit_floor(min(conf for conf, _, _ in passes))
-    head_channels = np.arange(5 + num_classes)[:, None]
-    batch, offset, levels, found = None, 0, [], []
+    batch, offset, levels, found, shapes = None, 0, [], [], []
     for number, (raw, stride, level_anchors) in enumerate(zip(outputs, strides, anchors)):
         num_anchors = len(level_anchors)
         raw = np.ascontiguousarray(_check_level(raw, num_anchors, depth))
@@ -324,32 +348,58 @@ def _select(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_
             raise ValueError(f"level grids hold {batch} and {n} images")
         batch, cells = n, height * width
         levels.append((raw, stride, cells))
+        shapes.append((cells, width, num_anchors, offset))
+        offset += num_anchors * cells
         # Flat positions in the raw grid [N*A, D, H*W]: (image*A + anchor, channel, cell). Values are gathered
         # channel by channel (each channel's positions ascend), which reads memory in order.
         hits = (raw.reshape(n * num_anchors, depth, cells)[:, 4, :] >= floor).ravel().nonzero()[0]  # NaN fails
         if len(hits):
             slot, cell = np.divmod(hits, cells)  # ascending: row order within each image
-            start = slot * (depth * cells) + cell  # channel 0 of each row
-            image, anchor = np.divmod(slot, num_anchors)
-            gy, gx = np.divmod(cell, width)
-            found.append((np.take(raw, start + head_channels * cells),
-                          np.stack([image, offset + anchor * cells + cell, np.full(len(hits), number), start, gx, gy]),
-                          np.asarray(level_anchors, np.float32)[anchor], np.full(len(hits), stride, np.float32)))
-        offset += num_anchors * cells
+            found.append((number, hits, slot * (depth * cells) + cell))  # ..., channel 0 of each row
     if not found:
         return [_Candidates.none(levels, num_classes, num_keypoints) for _ in range(batch or 0)]
-    raw_head, ids, anchor_wh, stride = (np.concatenate(part, axis=-1 if i < 2 else 0)
-                                        for i, part in enumerate(zip(*found)))
-    y = sigmoid(raw_head)  # [5 + nc, M]
-    conf, best = _best_class(y[4], y[5:5 + num_classes])
-    keep = _candidate_mask(y[4], conf, best, num_classes, passes).nonzero()[0]
+    numbers, hits, start = zip(*found)
+    level_ends = np.cumsum([len(h) for h in hits])
+    level = np.repeat(numbers, [len(h) for h in hits])
+    hits, start = np.concatenate(hits), np.concatenate(start)
+
+    def raw_values(rows: np.ndarray, channels: np.ndarray) -> np.ndarray:
+        """float32 [len(channels), len(rows)]: raw channels of the hits at ascending positions `rows`."""
+        out = np.empty((len(channels), len(rows)), np.float32)
+        bounds = np.searchsorted(rows, level_ends)  # hits are concatenated level after level
+        for number, lo, hi in zip(numbers, (0, *bounds[:-1]), bounds):
+            if hi > lo:
+                raw, _, cells = levels[number]
+                out[:, lo:hi] = np.take(raw, start[rows[lo:hi]] + channels[:, None] * cells)
+        return out
+
+    head_channels = np.arange(5 + num_classes)
+    if len(start) <= _STAGED_ROWS:
+        y = sigmoid(raw_values(np.arange(len(start)), head_channels))  # [5 + nc, M]
+        conf, best = _best_class(y[4], y[5:])
+        keep = _candidate_mask(y[4], conf, best, num_classes, passes).nonzero()[0]
+        y, conf, best = y[:, keep], conf[keep], best[keep]
+    else:
+        keep = _candidate_mask_staged(lambda rows, channels: sigmoid(raw_values(rows, channels)), len(start),
+                                      num_classes, passes).nonzero()[0]
+        y = sigmoid(raw_values(keep, head_channels))
+        conf, best = _best_class(y[4], y[5:])
+    # Where the kept rows are: (cells, width, anchors, first row) of their level, then image, anchor and cell.
+    level, hits, start = level[keep], hits[keep], start[keep]
+    cells, width, num_anchors, offset = np.array(shapes)[level].T
+    slot, cell = np.divmod(hits, cells)
+    image, anchor = np.divmod(slot, num_anchors)
     # Levels were concatenated one after the other: a stable sort by image gives each image's rows in row order.
-    keep = keep[np.argsort(ids[0, keep], kind="stable")]
-    image, index, level, start, gx, gy = ids[:, keep]
+    order = np.argsort(image, kind="stable")
+    level, start, cell, image, anchor, offset, cells, width = (a[order] for a in (
+        level, start, cell, image, anchor, offset, cells, width))
+    y, conf, best = y[:, order], conf[order], best[order]
+    index = offset + anchor * cells + cell
+    gy, gx = np.divmod(cell, width)
     grid = np.stack([gx, gy], axis=1).astype(np.float32)
-    anchor_wh = anchor_wh[keep]
-    head = _decode_box(y[:, keep].T, grid, stride[keep, None], anchor_wh)
-    conf, best = conf[keep], best[keep]
+    first_anchor = np.cumsum([0] + [len(a) for a in anchors])
+    anchor_wh = np.concatenate([np.asarray(a, np.float32).reshape(-1, 2) for a in anchors])[first_anchor[level] + anchor]
+    head = _decode_box(y.T, grid, np.asarray(strides, np.float32)[level, None], anchor_wh)
     bounds = np.searchsorted(image, np.arange(batch + 1))
     return [_Candidates(*(a[lo:hi] for a in (head, index, level, start, grid, anchor_wh, conf, best)), levels,
                         num_keypoints) for lo, hi in zip(bounds[:-1], bounds[1:])]
