@@ -99,6 +99,7 @@ COCO result of a pose is its keypoints with score = its person score (no rescori
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -348,25 +349,26 @@ def _select(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_
             raise ValueError(f"level grids hold {batch} and {n} images")
         batch, cells = n, height * width
         levels.append((raw, stride, cells))
-        shapes.append((cells, width, num_anchors, offset))
+        shapes.append((cells, width, num_anchors, offset, sum(len(a) for a in anchors[:number])))
         offset += num_anchors * cells
         # Flat positions in the raw grid [N*A, D, H*W]: (image*A + anchor, channel, cell). Values are gathered
         # channel by channel (each channel's positions ascend), which reads memory in order.
-        hits = (raw.reshape(n * num_anchors, depth, cells)[:, 4, :] >= floor).ravel().nonzero()[0]  # NaN fails
-        if len(hits):
-            slot, cell = np.divmod(hits, cells)  # ascending: row order within each image
-            found.append((number, hits, slot * (depth * cells) + cell))  # ..., channel 0 of each row
+        slot, cell = (raw.reshape(n * num_anchors, depth, cells)[:, 4, :] >= floor).nonzero()  # NaN fails
+        if len(slot):  # ascending (slot, cell): row order within each image
+            found.append((number, slot * cells + cell, slot * (depth * cells) + cell))  # ..., channel 0 of each row
     if not found:
         return [_Candidates.none(levels, num_classes, num_keypoints) for _ in range(batch or 0)]
-    numbers, hits, start = zip(*found)
-    level_ends = np.cumsum([len(h) for h in hits])
-    level = np.repeat(numbers, [len(h) for h in hits])
-    hits, start = np.concatenate(hits), np.concatenate(start)
+    numbers, hits, starts = zip(*found)
+    level_ends = list(itertools.accumulate(len(h) for h in hits))  # hits are concatenated level after level
+    hits, start = np.concatenate(hits), np.concatenate(starts)
 
-    def raw_values(rows: np.ndarray, channels: np.ndarray) -> np.ndarray:
-        """float32 [len(channels), len(rows)]: raw channels of the hits at ascending positions `rows`."""
+    def raw_values(rows: np.ndarray | None, channels: np.ndarray) -> np.ndarray:
+        """float32 [len(channels), len(rows)]: raw channels of the hits at ascending positions `rows` (None: all)."""
+        if rows is None:
+            return np.concatenate([np.take(levels[number][0], level_start + channels[:, None] * levels[number][2])
+                                   for number, level_start in zip(numbers, starts)], axis=1)
         out = np.empty((len(channels), len(rows)), np.float32)
-        bounds = np.searchsorted(rows, level_ends)  # hits are concatenated level after level
+        bounds = np.searchsorted(rows, level_ends)
         for number, lo, hi in zip(numbers, (0, *bounds[:-1]), bounds):
             if hi > lo:
                 raw, _, cells = levels[number]
@@ -375,30 +377,32 @@ def _select(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_
 
     head_channels = np.arange(5 + num_classes)
     if len(start) <= _STAGED_ROWS:
-        y = sigmoid(raw_values(np.arange(len(start)), head_channels))  # [5 + nc, M]
+        y = sigmoid(raw_values(None, head_channels))  # [5 + nc, M]
         conf, best = _best_class(y[4], y[5:])
         keep = _candidate_mask(y[4], conf, best, num_classes, passes).nonzero()[0]
+        if not len(keep):
+            return [_Candidates.none(levels, num_classes, num_keypoints) for _ in range(batch)]
         y, conf, best = y[:, keep], conf[keep], best[keep]
     else:
         keep = _candidate_mask_staged(lambda rows, channels: sigmoid(raw_values(rows, channels)), len(start),
                                       num_classes, passes).nonzero()[0]
         y = sigmoid(raw_values(keep, head_channels))
         conf, best = _best_class(y[4], y[5:])
+    level = np.asarray(numbers)[np.searchsorted(level_ends, keep, side="right")]
     # Where the kept rows are: (cells, width, anchors, first row) of their level, then image, anchor and cell.
-    level, hits, start = level[keep], hits[keep], start[keep]
-    cells, width, num_anchors, offset = np.array(shapes)[level].T
+    hits, start = hits[keep], start[keep]
+    cells, width, num_anchors, offset, first_anchor = np.array(shapes)[level].T
     slot, cell = np.divmod(hits, cells)
     image, anchor = np.divmod(slot, num_anchors)
-    # Levels were concatenated one after the other: a stable sort by image gives each image's rows in row order.
-    order = np.argsort(image, kind="stable")
-    level, start, cell, image, anchor, offset, cells, width = (a[order] for a in (
-        level, start, cell, image, anchor, offset, cells, width))
-    y, conf, best = y[:, order], conf[order], best[order]
+    if batch > 1:  # levels were concatenated one after the other: sorted by image, each image's rows in row order
+        order = np.argsort(image, kind="stable")
+        level, start, cell, image, anchor, offset, cells, width, first_anchor = (a[order] for a in (
+            level, start, cell, image, anchor, offset, cells, width, first_anchor))
+        y, conf, best = y[:, order], conf[order], best[order]
     index = offset + anchor * cells + cell
     gy, gx = np.divmod(cell, width)
-    grid = np.stack([gx, gy], axis=1).astype(np.float32)
-    first_anchor = np.cumsum([0] + [len(a) for a in anchors])
-    anchor_wh = np.concatenate([np.asarray(a, np.float32).reshape(-1, 2) for a in anchors])[first_anchor[level] + anchor]
+    grid = np.stack([gx, gy], axis=1, dtype=np.float32)
+    anchor_wh = np.array([wh for level_anchors in anchors for wh in level_anchors], np.float32)[first_anchor + anchor]
     head = _decode_box(y.T, grid, np.asarray(strides, np.float32)[level, None], anchor_wh)
     bounds = np.searchsorted(image, np.arange(batch + 1))
     return [_Candidates(*(a[lo:hi] for a in (head, index, level, start, grid, anchor_wh, conf, best)), levels,
@@ -530,7 +534,7 @@ def _nms_few(boxes: np.ndarray, class_ids: np.ndarray, iou_threshold: float) -> 
     keep = np.ones(count, bool)
     for _ in range(count):
         update = ~(suppresses & keep[:, None]).any(axis=0)
-        if np.array_equal(update, keep):
+        if not (update ^ keep).any():
             break
         keep = update
     return keep.nonzero()[0]
@@ -725,7 +729,10 @@ def _postprocess(rows: np.ndarray, keypoints_of, num_classes: int, num_keypoints
             return _detect_scored(rows, scored, num_classes, conf_thres, iou_thres, classes, t.max_det, t.max_nms)
     person_rows, person_conf, _ = detections(*person_pass)
     boxes = boxes_xyxy(rows[person_rows])
-    pose_xy = keypoints_of(person_rows).reshape(len(person_rows), num_keypoints, 2)
+    if num_keypoints:
+        pose_xy = keypoints_of(person_rows).reshape(len(person_rows), num_keypoints, 2)
+    else:  # the person detector
+        pose_xy = np.zeros((len(person_rows), 0, 2), np.float32)
     if letterbox is not None:
         boxes = letterbox.to_image(boxes.reshape(-1, 2, 2)).reshape(-1, 4)
         pose_xy = letterbox.to_image(pose_xy)
@@ -752,5 +759,6 @@ def postprocess(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, 
     letterboxes = [None] * len(candidates) if letterboxes is None else list(letterboxes)
     if len(letterboxes) != len(candidates):
         raise ValueError(f"{len(letterboxes)} letterboxes for {len(candidates)} images")
+    # An image without candidates has no poses: most frames of a robot's camera at the deployment thresholds.
     return [_postprocess(c.head, c.keypoints, num_classes, num_keypoints, lb, thresholds, (c.conf, c.best))
-            for c, lb in zip(candidates, letterboxes)]
+            if len(c.head) else Poses.empty(num_keypoints) for c, lb in zip(candidates, letterboxes)]
