@@ -42,10 +42,10 @@ the same float32 operations as `decode`, so its results are the rules' results o
 objectness is compared on the raw logits first (the sigmoid is monotonic: obj > t <=> raw > logit(t);
 `logit_floor` lies a margin below logit(t) and the decoded objectness of the rows above it decides exactly); the
 other head channels are decoded for those rows only (when they are many, in stages: objectness, then the pass's
-classes, all classes only where obj * cls > t for one of them), keypoints for the poses the person pass keeps. Rows of several test-time
-augmentation passes can be selected per pass (`decode_candidates`), transformed and concatenated pass after pass
-for `postprocess_rows`: selection reads objectness, the best confidence and whether the best class is the person
-class, which rescaling and de-flipping leave unchanged.
+classes, all classes only where obj * cls > t for one of them), keypoints for the poses the person pass keeps.
+Rows of several test-time augmentation passes can be selected per pass (`decode_candidates`), transformed and
+concatenated pass after pass for `postprocess_rows`: selection reads objectness, the best confidence and whether
+the best class is the person class, which rescaling and de-flipping leave unchanged.
 
 NMS (`nms`): exactly what torchvision.ops.batched_nms keeps, in the same order
 --------------------------------------------------------------------------------
@@ -389,7 +389,8 @@ def _select(outputs: Sequence[np.ndarray], strides: Sequence[int], anchors, num_
         y = sigmoid(raw_values(keep, head_channels))
         conf, best = _best_class(y[4], y[5:])
     level = np.asarray(numbers)[np.searchsorted(level_ends, keep, side="right")]
-    # Where the kept rows are: (cells, width, anchors, first row) of their level, then image, anchor and cell.
+    # Where the kept rows are: their level's cells, width, anchors, first row and first anchor, then image,
+    # anchor and cell.
     hits, start = hits[keep], start[keep]
     cells, width, num_anchors, offset, first_anchor = np.array(shapes)[level].T
     slot, cell = np.divmod(hits, cells)
@@ -467,9 +468,10 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_thresh
     docstring without a loop per box: boxes are taken in visiting order a block at a time (the first block twice
     max_keep long, the next ones doubling), and within a block "kept = not suppressed by a kept box before it"
     is iterated to its fixed point over the suppression edges (pairs of one class with IoU above the threshold,
-    found by `_overlap_pairs` among the block and the boxes kept so far). It stops once max_keep boxes are kept, so
-    with a few hundred detections per image it never looks at most of the low-score candidates. Inputs that would
-    make this slow (a negative threshold, too many overlapping pairs, long chains of boxes each suppressing the
+    found by `_candidate_pairs` among the block and the boxes kept so far). It stops once max_keep boxes are kept,
+    so with a few hundred detections per image it never looks at most of the low-score candidates. Up to
+    _ALL_PAIRS_BOXES boxes (a robot's frame) take `_nms_few`, the same fixed point on every pair at once. Inputs that
+    would make this slow (a negative threshold, too many overlapping pairs, long chains of boxes each suppressing the
     next) take the plain loop over kept boxes, `_nms_sequential`.
     """
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
