@@ -214,7 +214,7 @@ def _best_class(obj: np.ndarray, cls_t: np.ndarray) -> tuple[np.ndarray, np.ndar
     conf_c = obj * cls_c in float32; the best class is the first index of the largest conf_c (np.argmax's rule).
     A row with a NaN conf_c has conf NaN, which fails every threshold; its best class is not used. A few rows take
     np.argmax along the class axis; many take elementwise passes over the nc rows instead, because NumPy's argmax
-    along a short axis costs a call per row (the two cross near 800 rows on a 2-core x86 machine).
+    along a short axis costs a call per row (the two crossed near 800 rows on the 2-core build machine).
     """
     conf_t = cls_t * obj
     conf = np.maximum.reduce(conf_t, axis=0)
@@ -468,7 +468,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_thresh
     docstring without a loop per box: boxes are taken in visiting order a block at a time (the first block twice
     max_keep long, the next ones doubling), and within a block "kept = not suppressed by a kept box before it"
     is iterated to its fixed point over the suppression edges (pairs of one class with IoU above the threshold,
-    found by `_candidate_pairs` among the block and the boxes kept so far). It stops once max_keep boxes are kept,
+    found by `_overlap_pairs` among the block and the boxes kept so far). It stops once max_keep boxes are kept,
     so with a few hundred detections per image it never looks at most of the low-score candidates. Up to
     _ALL_PAIRS_BOXES boxes (a robot's frame) take `_nms_few`, the same fixed point on every pair at once. Inputs that
     would make this slow (a negative threshold, too many overlapping pairs, long chains of boxes each suppressing the
@@ -493,7 +493,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_thresh
     while start < count and np.count_nonzero(keep[:start]) < max_keep:
         stop = min(count, start + block)
         members = np.concatenate([keep[:start].nonzero()[0], np.arange(start, stop)])
-        edges = _candidate_pairs(boxes[members], class_ids[members], iou_threshold)
+        edges = _overlap_pairs(boxes[members], class_ids[members], iou_threshold)
         if edges is None:
             return _nms_sequential(boxes, class_ids, np.arange(count), iou_threshold, max_keep, order)
         first, second = members[edges[0]], members[edges[1]]  # first < second in visiting order
@@ -542,6 +542,17 @@ def _nms_few(boxes: np.ndarray, class_ids: np.ndarray, iou_threshold: float) -> 
     return keep.nonzero()[0]
 
 
+_ALL_PAIRS_BOXES = 64  # up to this many boxes, NMS tests every pair of one class (`_nms_few`)
+
+
+@functools.lru_cache(maxsize=_ALL_PAIRS_BOXES + 1)
+def _upper_pairs(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j) with i < j < count, int64, i ascending then j."""
+    first, second = np.triu_indices(count, 1)
+    first.flags.writeable = second.flags.writeable = False
+    return first, second
+
+
 _MAX_FIXED_POINT_ROUNDS = 64  # rounds needed = the longest chain of alternating keep/suppress decisions, + 1
 _MAX_PAIRS = 4_000_000  # overlapping pairs examined at once; beyond this the loop over kept boxes costs less
 
@@ -557,28 +568,6 @@ def _iou(boxes: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         h = np.maximum(zero, np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]))
         inter = w * h
         return inter / ((area_a + area_b) - inter)
-
-
-def _candidate_pairs(boxes: np.ndarray, class_ids: np.ndarray, iou_threshold: float
-                     ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Pairs (i, j), i < j, that may suppress one another: every pair of one class among a few boxes (testing them
-    all costs less than finding the overlapping ones), else `_overlap_pairs`."""
-    if len(boxes) > _ALL_PAIRS_BOXES:
-        return _overlap_pairs(boxes, class_ids, iou_threshold)
-    first, second = _upper_pairs(len(boxes))
-    same = class_ids[first] == class_ids[second]
-    return first[same], second[same]
-
-
-_ALL_PAIRS_BOXES = 64
-
-
-@functools.lru_cache(maxsize=_ALL_PAIRS_BOXES + 1)
-def _upper_pairs(count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every (i, j) with i < j < count, int64, i ascending then j."""
-    first, second = np.triu_indices(count, 1)
-    first.flags.writeable = second.flags.writeable = False
-    return first, second
 
 
 def _overlap_pairs(boxes: np.ndarray, class_ids: np.ndarray, iou_threshold: float
