@@ -9,8 +9,8 @@ STAMP  := $(VENV)/.pose-edge-installed
 
 venv: $(STAMP)
 
-# Reinstall when the project's dependencies change.
-$(STAMP): pyproject.toml
+# Reinstall when the project's dependencies or its one C extension change (setup.py builds it in place).
+$(STAMP): pyproject.toml setup.py pose_edge/runtime/_peaks_native.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23"
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"

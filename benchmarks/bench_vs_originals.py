@@ -1,4 +1,4 @@
-"""Our NumPy decoders against the original implementations themselves, on identical inputs, one thread.
+"""Our decoders against the original implementations themselves, on identical inputs, one thread.
 
     python benchmarks/bench_vs_originals.py --kapao DIR --darkpose DIR --simplebaselines DIR \
         [--rounds 7] [--batches 1,2,4,8,16,32,64,128] [--out benchmarks/results]
@@ -18,7 +18,8 @@ Compared, raw network outputs -> final results:
   dark     DarkPose's lib/core/inference.py get_final_preds (argmax, gaussian_blur of every map, log, taylor per
            keypoint, transform_preds back to the image), against heatmap_decode.decode_heatmaps(refine="dark").
   quarter  Simple Baselines' lib/core/inference.py get_final_preds (argmax, quarter offset per keypoint,
-           transform_preds), against decode_heatmaps(refine="quarter").
+           transform_preds), against decode_heatmaps(refine="quarter"): NumPy's argmax, then the C finish
+           (pose_edge/runtime/_peaks_native.c) where it is built, else NumPy; the record says which ran.
   Heatmaps: 1..128 crops of 17 maps at 64x48 (SB-256x192), decoder_workloads.heatmap_workload.
 Each original receives its own inputs (torch tensors for KAPAO; heatmaps, centres and scales for the top-down
 ones); ours receives the same data as its API takes it (arrays; the heatmap -> image matrix of each crop, which
@@ -71,6 +72,7 @@ import numpy as np  # noqa: E402
 from decoder_workloads import K, KAPAO_ANCHORS, KAPAO_STRIDES, NC, heatmap_workload, kapao_workload  # noqa: E402
 from pose_edge.bench.machine import cpu_model  # noqa: E402
 from pose_edge.fsutil import atomic_write_json, atomic_write_text  # noqa: E402
+from pose_edge.runtime import heatmap_decode  # noqa: E402
 from pose_edge.runtime import kapao_decode as kd  # noqa: E402
 from pose_edge.runtime.heatmap_decode import decode_heatmaps  # noqa: E402
 
@@ -292,14 +294,16 @@ def machine() -> dict:
 
     return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "torch": torch.__version__, "opencv": cv2.__version__,
-            "threads": "1 (torch, OpenCV, BLAS)"}
+            "threads": "1 (torch, OpenCV, BLAS)",
+            "heatmap_finish": "C (_peaks_native)" if heatmap_decode.NATIVE_FINISH else "NumPy (C finish not built)"}
 
 
 def markdown(record: dict) -> str:
     m = record["machine"]
     lines = [f"Recorded {record['date']} on {m['platform']} ({m['cpu']}, {m['cpus']} CPUs; load average "
              f"{record['load_average_before']} before, {record['load_average_after']} after), Python {m['python']}, "
-             f"NumPy {m['numpy']}, torch {m['torch']}, OpenCV {m['opencv']}, one thread.",
+             f"NumPy {m['numpy']}, torch {m['torch']}, OpenCV {m['opencv']}, one thread. Heatmap finish (none and "
+             f"quarter): {m.get('heatmap_finish', 'NumPy')}.",
              f"Command: `{record['command']}`", "",
              "Originals: " + ", ".join(f"{k} {v}" for k, v in record["originals"].items()), "",
              f"Medians of {record['rounds']} rounds (ours and the original alternating), ratio = original / ours, "

@@ -1,4 +1,4 @@
-"""benchmarks/bench_quarter_floor.py: one crop's quarter decode against the same decode doing less, and the original.
+"""benchmarks/bench_quarter_floor.py: one crop's quarter decode, C and NumPy finish, against the original.
 
 The original Simple Baselines cannot be downloaded here, so each test writes a stand-in checkout with the two files
 the script compiles functions from: one whose get_final_preds agrees with ours (the record's shape and ratios), one
@@ -14,6 +14,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_quarter_floor as bench  # noqa: E402
+
+from pose_edge.runtime import heatmap_decode  # noqa: E402
 
 # Stand-ins for the original's functions: the crop's affine as the benchmark passes it, and get_final_preds by our
 # own decoder (shifted by `OFFSET` px), so only the script's plumbing and checks are under test.
@@ -51,12 +53,14 @@ def test_records_every_row_with_its_ratio_to_the_original(tmp_path):
     assert bench.main(["--simplebaselines", str(original), "--rounds", "2", "--out", str(tmp_path / "out")]) == 0
     record = json.loads((tmp_path / "out/quarter_floor.json").read_text())
     result = record["result"]
-    assert list(result["median_us"]) == ["original", "quarter", "none", "none-no-map", "argmax"]
+    assert list(result["median_us"]) == ["original", "quarter", "quarter-numpy", "none-numpy",
+                                        "none-no-map-numpy", "argmax"]
+    assert result["c_finish"] is heatmap_decode.NATIVE_FINISH  # what the `quarter` row ran, and left as it was
     for name, us in result["median_us"].items():
         assert us > 0 and len(result["rounds_us"][name]) == 2
         assert result["ratio_original_over"][name] == pytest.approx(result["median_us"]["original"] / us)
     assert result["max_diff_image_px"] == 0.0
-    assert "| none-no-map |" in (tmp_path / "out/quarter_floor.md").read_text()
+    assert "| none-no-map-numpy |" in (tmp_path / "out/quarter_floor.md").read_text()
 
 
 def test_an_original_that_disagrees_stops_before_any_time(tmp_path):

@@ -1,7 +1,9 @@
 """Top-down heatmap decoding in NumPy: argmax, sub-pixel refinement, back-projection to the image.
 
 This module is the reference the CUDA heatmap kernel is tested against, so every rule below is part of its contract.
-Torch-free and vectorised over all N*K maps (no Python loop per map).
+Torch-free and vectorised over all N*K maps (no Python loop per map). For "none" and "quarter", rules 2-4 run in
+C where setup.py built `_peaks_native.c` (bit for bit the NumPy path below, which is the fallback): on one crop,
+NumPy's fixed cost per call is most of the time.
 
 Input and output
 ----------------
@@ -58,6 +60,13 @@ import numpy as np
 from pose_edge.errors import PoseEdgeError
 from pose_edge.heatmap_codec import MAX_DARK_KERNEL
 
+try:  # rules 2-4 for "none" and "quarter" in C (setup.py builds it; optional): the same bits, less fixed cost
+    from pose_edge.runtime import _peaks_native
+except ImportError:  # not built here: the NumPy path below gives the same results
+    _peaks_native = None
+# It reads the peak indices as int64, which is what argmax gives wherever intp is 64 bits.
+NATIVE_FINISH = _peaks_native is not None and np.dtype(np.intp) == np.int64
+
 REFINE_MODES = ("none", "quarter", "dark")
 DEFAULT_DARK_KERNEL = 11  # DARK's configs for sigma 2 (and, as shipped, sigma 3)
 LOG_FLOOR = 1e-10  # DARK clamps the blurred map here before the log
@@ -97,7 +106,7 @@ def _check_inputs(heatmaps, hm_to_image, refine: str) -> tuple[np.ndarray, np.nd
     if refine not in REFINE_MODES:
         raise PoseEdgeError(f"unknown refine {refine!r}; expected one of {', '.join(REFINE_MODES)}")
     if hm_to_image is not None:
-        hm_to_image = np.asarray(hm_to_image, dtype=np.float64)
+        hm_to_image = np.ascontiguousarray(hm_to_image, dtype=np.float64)
         if hm_to_image.shape != (heatmaps.shape[0], 2, 3):
             raise PoseEdgeError(f"hm_to_image must be [N, 2, 3] = [{heatmaps.shape[0]}, 2, 3] for these heatmaps, "
                                 f"got {list(hm_to_image.shape)}")
@@ -259,6 +268,21 @@ def decode_heatmaps(heatmaps: np.ndarray, hm_to_image: np.ndarray | None = None,
         return np.zeros((n, k, 3), np.float32)
     flat = maps.reshape(n * k, h * w)
     idx = flat.argmax(axis=1)  # rule 1
+    if refine != "dark" and NATIVE_FINISH:
+        out = np.empty((n, k, 3), np.float32)
+        _peaks_native.finish(maps, idx, h, w, k, refine == "quarter", affine, out)
+        return out
+    return _finish_in_numpy(maps, idx, affine, refine, dark_kernel)
+
+
+def _finish_in_numpy(maps: np.ndarray, idx: np.ndarray, affine: np.ndarray | None, refine: str,
+                     dark_kernel: int) -> np.ndarray:
+    """Rules 2-4 from the peak indices: maps float32 [N, K, H, W] (C order), idx [N*K] as argmax gives them.
+
+    For "none" and "quarter" this is what _peaks_native.finish computes, bit for bit (tests/test_heatmap_native.py).
+    """
+    n, k, h, w = maps.shape
+    flat = maps.reshape(n * k, h * w)
     # (The array methods below skip the Python-level wrappers of their np.* functions: a crop is only 17 maps.)
     around = flat.ravel().take(idx + _neighbour_index(n * k, h, w), mode="clip")  # [5, M]: left, up, peak, right, down
     score = around[2]
