@@ -146,8 +146,11 @@ def crop_affine(center: np.ndarray, size: np.ndarray, input_size: tuple[int, int
     else:  # pixel edges at both ends of the width map onto each other
         k = w_in / size[:, 0]
     target = np.array([w_in / 2, h_in / 2] if convention == "simple_baselines" else [(w_in - 1) / 2, (h_in - 1) / 2])
-    theta = np.deg2rad(np.zeros(p) if rotation is None else np.asarray(rotation, np.float64))
-    cos, sin = np.cos(theta) * k, np.sin(theta) * k
+    if rotation is None:  # what the angle 0 gives, without the trigonometry (a frame's crops are unrotated)
+        cos, sin = k, np.zeros(p)
+    else:
+        theta = np.deg2rad(np.asarray(rotation, np.float64))
+        cos, sin = np.cos(theta) * k, np.sin(theta) * k
     m = np.zeros((p, 2, 3))
     # y points down, so this rotation matrix turns the content counter-clockwise as seen on screen.
     m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = cos, sin, -sin, cos

@@ -1,9 +1,9 @@
 """Top-down heatmap decoding in NumPy: argmax, sub-pixel refinement, back-projection to the image.
 
 This module is the reference the CUDA heatmap kernel is tested against, so every rule below is part of its contract.
-Torch-free and vectorised over all N*K maps (no Python loop per map). For "none" and "quarter", rules 2-4 run in
-C where setup.py built `_peaks_native.c` (bit for bit the NumPy path below, which is the fallback): on one crop,
-NumPy's fixed cost per call is most of the time.
+Torch-free and vectorised over all N*K maps (no Python loop per map). Rules 2-4 run in C where setup.py built
+`_peaks_native.c` (the NumPy path below is the fallback, and the reference: bit for bit for "none" and "quarter",
+DARK's blur summed in another order): on a frame's few crops, NumPy's fixed cost per call is most of the time.
 
 Input and output
 ----------------
@@ -60,7 +60,7 @@ import numpy as np
 from pose_edge.errors import PoseEdgeError
 from pose_edge.heatmap_codec import MAX_DARK_KERNEL
 
-try:  # rules 2-4 for "none" and "quarter" in C (setup.py builds it; optional): the same bits, less fixed cost
+try:  # rules 2-4 in C (setup.py builds it; optional): the NumPy path's results for less fixed cost
     from pose_edge.runtime import _peaks_native
 except ImportError:  # not built here: the NumPy path below gives the same results
     _peaks_native = None
@@ -90,6 +90,11 @@ def dark_blur_weights(kernel: int) -> np.ndarray:
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)
     g = np.exp(-(offsets**2) / (2.0 * sigma * sigma))
     return g / g.sum()
+
+
+@functools.lru_cache(maxsize=16)
+def _blur_weights(kernel: int) -> np.ndarray:
+    return _frozen(dark_blur_weights(kernel))
 
 
 def _check_dark_kernel(kernel) -> None:
@@ -228,9 +233,9 @@ def _dark_steps(flat: np.ndarray, idx: np.ndarray, active: np.ndarray, h: int, w
     rows = geo.row_start[py] + _neighbour_index(m, h, w)[2, :, None]  # + each map's first pixel
     window = flat.ravel().take(rows[:, :, None] + geo.col_index[px][:, None, :])
     window = np.maximum(window, NEG_INF_STAND_IN, dtype=np.float64)
-    window *= geo.col_inside[px][:, None, :]  # zero padding, columns
     # Separable blur as two matrix products (float64): along x within each window row, then along y.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        window *= geo.col_inside[px][:, None, :]  # zero padding, columns (+Inf * 0: that map's step is rejected)
         along_x = (window.reshape(m * size, size) @ geo.blur).reshape(m, size, 5)  # [m, row, x offset]
         along_x *= geo.row_inside[py][:, :, None]  # zero padding, rows
         blurred = along_x.transpose(0, 2, 1).reshape(m * 5, size) @ geo.blur  # [m, x offset, y offset]
@@ -268,9 +273,10 @@ def decode_heatmaps(heatmaps: np.ndarray, hm_to_image: np.ndarray | None = None,
         return np.zeros((n, k, 3), np.float32)
     flat = maps.reshape(n * k, h * w)
     idx = flat.argmax(axis=1)  # rule 1
-    if refine != "dark" and NATIVE_FINISH:
+    if NATIVE_FINISH:
         out = np.empty((n, k, 3), np.float32)
-        _peaks_native.finish(maps, idx, h, w, k, refine == "quarter", affine, out)
+        weights = _blur_weights(dark_kernel) if refine == "dark" else None
+        _peaks_native.finish(maps, idx, h, w, k, REFINE_MODES.index(refine), affine, out, weights)
         return out
     return _finish_in_numpy(maps, idx, affine, refine, dark_kernel)
 
@@ -279,7 +285,8 @@ def _finish_in_numpy(maps: np.ndarray, idx: np.ndarray, affine: np.ndarray | Non
                      dark_kernel: int) -> np.ndarray:
     """Rules 2-4 from the peak indices: maps float32 [N, K, H, W] (C order), idx [N*K] as argmax gives them.
 
-    For "none" and "quarter" this is what _peaks_native.finish computes, bit for bit (tests/test_heatmap_native.py).
+    _peaks_native.finish computes the same: bit for bit for "none" and "quarter", DARK's blur summed in another
+    order (tests/test_heatmap_native.py).
     """
     n, k, h, w = maps.shape
     flat = maps.reshape(n * k, h * w)

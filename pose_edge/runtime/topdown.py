@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from pose_edge.errors import PoseEdgeError
-from pose_edge.geometry import box_to_center_size, crop_affine, invert_affine, warp_crops
+from pose_edge.geometry import box_to_center_size, crop_affine, warp_crops
 from pose_edge.heatmap_codec import GaussianHeatmapCodec
 from pose_edge.keypoints import FLIP_PERM, OKS_SIGMAS
 from pose_edge.runtime.heatmap_decode import REFINE_MODES, decode_heatmaps
@@ -80,8 +80,8 @@ def oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, thresh
     """Greedy OKS-NMS: indices kept, in descending score (ties by index); a candidate is dropped when its OKS with
     an already kept pose is > threshold."""
     order = np.argsort(-np.asarray(scores), kind="stable")
-    if len(order) == 0:
-        return order
+    if len(order) <= 1:  # nothing to compare (one person is the common frame)
+        return order.astype(np.int64, copy=False)
     oks = oks_matrix(keypoints, np.asarray(areas, np.float64))
     kept, suppressed = [], np.zeros(len(order), bool)
     for i in order:
@@ -163,7 +163,12 @@ def crop_geometry(boxes: np.ndarray, codec: GaussianHeatmapCodec, padding: float
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
     center, size = box_to_center_size(xywh, w_in / h_in, padding, codec.convention)
     to_input = crop_affine(center, size, codec.input_size, convention=codec.convention)
-    return to_input, codec.heatmap_to_image(invert_affine(to_input)), size
+    # Unrotated, each crop is a scale k and a shift t: the inverse is 1/k and -t/k, without a 3x3 inverse per frame.
+    scale = to_input[:, 0, 0]
+    to_image = np.zeros_like(to_input)
+    to_image[:, 0, 0] = to_image[:, 1, 1] = 1.0 / scale
+    to_image[:, :, 2] = to_input[:, :, 2] / -scale[:, None]
+    return to_input, codec.heatmap_to_image(to_image), size
 
 
 class TopDownPipeline:
