@@ -61,7 +61,7 @@ def rescore(keypoints: np.ndarray, box_scores: np.ndarray, threshold: float = KE
     """Instance scores [P]: box score x mean of the keypoint scores above `threshold` (0 if none is)."""
     s = keypoints[..., 2].astype(np.float64)
     above = s > threshold
-    mean = np.where(above.any(1), (s * above).sum(1) / np.maximum(above.sum(1), 1), 0.0)
+    mean = np.where(above, s, 0.0).sum(1) / np.maximum(above.sum(1), 1)  # 0 / 1 where none is above
     return np.asarray(box_scores, np.float64) * mean
 
 
@@ -110,14 +110,12 @@ def clean_boxes(boxes, scores, frame_shape: tuple[int, ...]) -> tuple[np.ndarray
     if len(scores) != len(boxes):
         raise PoseEdgeError(f"{len(boxes)} person boxes but {len(scores)} box scores")
     h, w = frame_shape[:2]
+    low, high = boxes[:, :2], boxes[:, 2:]  # (x1, y1), (x2, y2): a handful of whole-array steps, not one per column
     with np.errstate(invalid="ignore"):
-        keep = (np.isfinite(boxes).all(1) & np.isfinite(scores) & (boxes[:, 2] > boxes[:, 0])
-                & (boxes[:, 3] > boxes[:, 1]) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0) & (boxes[:, 0] < w)
-                & (boxes[:, 1] < h))
-    kept = boxes[keep]
-    kept[:, 0::2] = np.clip(kept[:, 0::2], 0, w)
-    kept[:, 1::2] = np.clip(kept[:, 1::2], 0, h)
-    return kept, scores[keep], int((~keep).sum())
+        keep = ((high > low) & (high > 0) & (low < (w, h))).all(1) & np.isfinite(boxes).all(1) & np.isfinite(scores)
+    if not keep.all():
+        boxes, scores = boxes[keep], scores[keep]
+    return np.clip(boxes, 0, (w, h, w, h)), scores, int(len(keep) - len(boxes))
 
 
 # ------------------------------------------------------------------------------------------------------- pipeline
