@@ -1,4 +1,4 @@
-"""Top-down heatmap decoding in NumPy: argmax, sub-pixel refinement, back-projection to the image.
+"""Top-down heatmap decoding on the host: argmax, sub-pixel refinement, back-projection to the image.
 
 This module is the reference the CUDA heatmap kernel is tested against, so every rule below is part of its contract.
 Torch-free and vectorised over all N*K maps (no Python loop per map). Rules 2-4 run in C where setup.py built
